@@ -1,0 +1,91 @@
+"""Run a playbook against an inventory, stream its output, and read its PLAY RECAP."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fetchfleet.inventory import REPO, inventory_path
+
+PLAYBOOKS = REPO / "playbooks"
+_RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
+
+
+class PlaybookError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Recap:
+    """Per host: ok, changed, unreachable, failed, skipped, rescued, ignored."""
+
+    hosts: dict[str, dict[str, int]]
+    seconds: float
+    returncode: int
+
+    def total(self, key: str) -> int:
+        return sum(counts.get(key, 0) for counts in self.hosts.values())
+
+    @property
+    def changed(self) -> dict[str, int]:
+        return {h: c["changed"] for h, c in self.hosts.items() if c.get("changed")}
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.total("failed") and not self.total("unreachable")
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    hosts: dict[str, dict[str, int]] = {}
+    in_recap = False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if in_recap and (m := _RECAP.match(line.strip())):
+            counts = dict(pair.split("=") for pair in m["counts"].split())
+            hosts[m["host"]] = {k: int(v) for k, v in counts.items()}
+    return hosts
+
+
+def run_playbook(
+    name: str,
+    env: str = "lab",
+    limit: str | None = None,
+    extra: list[str] | None = None,
+    echo: bool = True,
+) -> Recap:
+    """Run playbooks/NAME against inventory ENV; output is streamed as it comes."""
+    playbook = PLAYBOOKS / name
+    if not playbook.exists():
+        known = ", ".join(sorted(p.name for p in PLAYBOOKS.glob("*.yml")))
+        raise PlaybookError(f"no playbook {name!r} in playbooks/ (known: {known})")
+    argv = [_tool("ansible-playbook"), "-i", str(inventory_path(env)), str(playbook)]
+    if limit:
+        argv += ["--limit", limit]
+    argv += extra or []
+    environ = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if echo:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+    returncode = proc.wait()
+    return Recap(parse_recap("".join(lines)), time.monotonic() - t0, returncode)
+
+
+def _tool(name: str) -> str:
+    """Prefer the tool next to this interpreter (the project's .venv)."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
