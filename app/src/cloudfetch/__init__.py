@@ -1,0 +1,1 @@
+"""cloudfetch: a put.io-style 'fetch it for me' storage service."""

@@ -1,0 +1,90 @@
+"""All Solr access. Documents use the dynamic fields of Solr's _default configset
+(*_l plong, *_s string, *_t text_general), so the core needs no custom schema."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pysolr
+
+from cloudfetch.models import StoredFile
+
+TIMEOUT_SECONDS = 2.0
+
+# Lucene query syntax characters; user text is escaped so it can only ever be search terms.
+_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/]|&&|\|\|)')
+_SEPARATORS = re.compile(r"[._\-\[\]()]+")
+
+
+class SearchUnavailable(Exception):
+    pass
+
+
+def document_id(file_id: int) -> str:
+    return f"file-{file_id}"
+
+
+def file_document(stored: StoredFile) -> dict[str, object]:
+    # Release names use dots and underscores as spaces ("Big.Buck.Bunny.mkv"); Solr's standard
+    # tokenizer keeps "Big.Buck.Bunny" as one token, so the searchable text spells them as spaces.
+    return {
+        "id": document_id(stored.id),
+        "user_id_l": stored.user_id,
+        "file_id_l": stored.id,
+        "path_s": stored.path,
+        "name_t": _SEPARATORS.sub(" ", stored.path).strip(),
+        "size_l": stored.size,
+    }
+
+
+def escape_term(term: str) -> str:
+    return _SPECIAL.sub(r"\\\1", term)
+
+
+@dataclass(frozen=True)
+class Query:
+    q: str
+    fq: str
+
+
+def build_query(user_id: int, text: str) -> Query:
+    """Every term must match the file's name; results are always limited to one user."""
+    terms = [t for t in _SEPARATORS.sub(" ", text).split() if t]
+    if not terms:
+        raise ValueError("empty search")
+    q = "name_t:(" + " AND ".join(escape_term(t) for t in terms) + ")"
+    return Query(q=q, fq=f"user_id_l:{int(user_id)}")
+
+
+class FileIndex:
+    def __init__(self, solr_url: str, timeout: float = TIMEOUT_SECONDS) -> None:
+        self._solr = pysolr.Solr(solr_url, timeout=timeout, always_commit=False)
+
+    def ping(self) -> None:
+        try:
+            self._solr.ping()
+        except (pysolr.SolrError, OSError) as exc:
+            raise SearchUnavailable(str(exc)) from exc
+
+    def add(self, files: Iterable[StoredFile]) -> None:
+        docs = [file_document(f) for f in files]
+        if docs:
+            self._call(self._solr.add, docs, commitWithin=1000)
+
+    def remove(self, file_ids: Iterable[int]) -> None:
+        ids = [document_id(i) for i in file_ids]
+        if ids:
+            self._call(self._solr.delete, id=ids, commit=True)
+
+    def search(self, user_id: int, text: str, rows: int = 50) -> list[int]:
+        query = build_query(user_id, text)
+        results = self._call(self._solr.search, query.q, fq=query.fq, fl="file_id_l", rows=rows)
+        return [int(doc["file_id_l"]) for doc in results]
+
+    def _call(self, method, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return method(*args, **kwargs)
+        except (pysolr.SolrError, OSError) as exc:
+            raise SearchUnavailable(str(exc)) from exc

@@ -1,0 +1,58 @@
+"""The process-wide services built from Settings: database engine, session factory, Solr and
+Transmission clients. The web app and the Celery worker each configure them once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloudfetch.config import Settings, load_settings
+from cloudfetch.search import FileIndex
+from cloudfetch.torrents import TorrentClient
+
+DB_CONNECT_TIMEOUT_SECONDS = 2
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    def file_index(self) -> FileIndex:
+        return FileIndex(self.settings.solr_url)
+
+    def torrent_client(self) -> TorrentClient:
+        s = self.settings
+        return TorrentClient(s.transmission_url, s.transmission_username, s.transmission_password)
+
+
+_current: Services | None = None
+
+
+def configure(settings: Settings) -> Services:
+    global _current
+    from cloudfetch.tasks import configure_celery
+
+    if _current is not None:
+        _current.engine.dispose()
+    engine = create_engine(
+        settings.database_url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": DB_CONNECT_TIMEOUT_SECONDS},
+    )
+    _current = Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessionmaker(engine, expire_on_commit=False),
+    )
+    configure_celery(settings)
+    return _current
+
+
+def current() -> Services:
+    """The configured services; a worker process that was not configured loads the settings
+    from its environment (raising ConfigError naming a bad setting)."""
+    return _current if _current is not None else configure(load_settings())
