@@ -341,7 +341,7 @@ def make_torrent(name: str, files: dict[str, bytes], piece_length: int = 16384) 
         info["length"] = len(files[name])
     else:
         info["files"] = [
-            {"path": path.split("/"), "length": len(content)} for path, content in files.items()
+            {"path": path.split("/")[1:], "length": len(content)} for path, content in files.items()
         ]
     # No reachable tracker: the tests never talk to peers (seeding is for the lab).
     return encode({"announce": "http://127.0.0.1:9/announce", "info": info})

@@ -146,7 +146,7 @@ def parse_torrent(data: bytes) -> TorrentInfo:
                 if not isinstance(entry, dict) or not isinstance(entry.get(b"path"), list):
                     raise InvalidTorrent("a file entry has no path")
                 parts = [_text(p, "file path") for p in entry[b"path"]]  # type: ignore[union-attr]
-                if any("/" in p for p in parts):
+                if not parts or any(p in ("", ".") or "/" in p for p in parts):
                     raise UnsafePath("/".join(parts))
                 relative = safe_relative_path("/".join([name, *parts]))
                 files.append((relative, _size(entry.get(b"length"), "file length")))

@@ -221,7 +221,11 @@ def create_app(settings: Settings | None = None) -> Flask:
             g.db.rollback()
         if _wants_html():
             return ui.error_page(exc)
-        return jsonify(exc.body()), exc.status
+        response = jsonify(exc.body())
+        response.status_code = exc.status
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
