@@ -125,6 +125,7 @@ def fetch_url(transfer_id: int) -> None:
             on_progress=report,
         )
     except fetch.FetchError as exc:
+        _remove_dir(settings.incoming_dir / str(transfer_id))
         with svc.sessions() as session:
             transfer = session.get(Transfer, transfer_id)
             if transfer is not None:
