@@ -262,7 +262,12 @@ def _poll(svc: services.Services) -> int:
         ).all()
         if not active:
             return 0
-        client = svc.torrent_client()
+        try:
+            client = svc.torrent_client()
+        except TorrentClientError as exc:
+            # Transmission being away is not the transfers' fault: try again next poll.
+            log.warning("poll skipped: %s", exc)
+            return 0
         for transfer_id in active:
             transfer = session.get(Transfer, transfer_id)
             if transfer is None or transfer.info_hash is None:
@@ -270,7 +275,6 @@ def _poll(svc: services.Services) -> int:
             try:
                 status = client.status(transfer.info_hash)
             except TorrentClientError as exc:
-                # Transmission being away is not the transfer's fault: try again next poll.
                 log.warning("poll stopped: %s", exc)
                 return 0
             if status is None:

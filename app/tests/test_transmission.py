@@ -1,0 +1,177 @@
+"""The Transmission client code and the torrent tasks against a real transmission-daemon.
+
+No peers here: a torrent is "downloaded" by placing its data in the transfer's incoming
+directory before it is added, so Transmission verifies it and reports it complete. Fetching
+from real peers is exercised in the lab."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import replace
+
+import pytest
+from cloudfetch import services, tasks
+from cloudfetch.bencode import parse_torrent
+from cloudfetch.config import Settings
+from cloudfetch.models import StoredFile, Transfer
+from cloudfetch.torrents import TorrentClient, TorrentClientError
+from conftest import TRANSMISSION_PASSWORD, TRANSMISSION_USER, User, make_torrent, queued
+from flask.testing import FlaskClient
+
+
+@pytest.fixture
+def client_tx(transmission_url: str) -> TorrentClient:
+    return TorrentClient(transmission_url, TRANSMISSION_USER, TRANSMISSION_PASSWORD)
+
+
+def wait_for(predicate, seconds: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"condition not met within {seconds}s")
+
+
+def test_add_status_and_remove_a_torrent(client_tx: TorrentClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    content = b"0123456789" * 5000
+    (tmp_path / "data.bin").write_bytes(content)
+    torrent = make_torrent("data.bin", {"data.bin": content})
+    info_hash = client_tx.add(torrent, tmp_path)
+    assert info_hash == parse_torrent(torrent).info_hash
+    status = wait_for(lambda: (s := client_tx.status(info_hash)) and s.done and s)
+    assert (status.name, status.size, status.files, status.error) == (
+        "data.bin",
+        len(content),
+        ["data.bin"],
+        None,
+    )
+    client_tx.remove(info_hash, delete_data=False)
+    assert client_tx.status(info_hash) is None
+    assert (tmp_path / "data.bin").read_bytes() == content
+
+
+def test_magnet_without_peers_is_not_done(client_tx: TorrentClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    info_hash = "0123456789abcdef0123456789abcdef01234567"
+    assert client_tx.add(f"magnet:?xt=urn:btih:{info_hash}&dn=nothing", tmp_path) == info_hash
+    status = client_tx.status(info_hash)
+    assert status is not None and not status.done and status.files == []
+    client_tx.remove(info_hash, delete_data=True)
+    assert client_tx.status(info_hash) is None
+
+
+def test_wrong_credentials_are_a_clear_error(transmission_url: str) -> None:
+    with pytest.raises(TorrentClientError, match="Transmission at"):
+        TorrentClient(transmission_url, TRANSMISSION_USER, "wrong-password")
+
+
+def upload(client: FlaskClient, user: User, torrent: bytes) -> int:
+    response = client.post(
+        "/api/transfers",
+        data={"torrent": (io.BytesIO(torrent), "t.torrent")},
+        content_type="multipart/form-data",
+        headers=user.headers,
+    )
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def test_torrent_transfer_completes_into_user_storage(
+    client: FlaskClient, tx_settings: Settings, alice: User, client_tx: TorrentClient
+) -> None:
+    services.configure(tx_settings)
+    files = {"Album/01 intro.flac": b"a" * 40000, "Album/cd2/02.flac": b"b" * 30000}
+    torrent = make_torrent("Album", files)
+    transfer_id = upload(client, alice, torrent)
+    assert queued() == [("cloudfetch.start_torrent", [transfer_id])]
+    for path, content in files.items():
+        target = tx_settings.incoming_dir / str(transfer_id) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    tasks.start_torrent.apply(args=[transfer_id])
+    with services.current().sessions() as s:
+        started = s.get(Transfer, transfer_id)
+        assert started is not None and started.state == "downloading"
+        info_hash = started.info_hash
+    assert info_hash == parse_torrent(torrent).info_hash
+
+    def finished() -> bool:
+        tasks.poll_torrents.apply()
+        with services.current().sessions() as s:
+            return s.get(Transfer, transfer_id).state == "completed"  # type: ignore[union-attr]
+
+    wait_for(finished)
+    user_dir = tx_settings.user_dir(alice.id)
+    for path, content in files.items():
+        assert (user_dir / path).read_bytes() == content
+    with services.current().sessions() as s:
+        rows = s.query(StoredFile).filter_by(transfer_id=transfer_id).order_by(StoredFile.path)
+        assert [(f.path, f.size) for f in rows] == [
+            ("Album/01 intro.flac", 40000),
+            ("Album/cd2/02.flac", 30000),
+        ]
+    assert client_tx.status(info_hash) is None  # handed over, no longer seeding from incoming
+    assert not (tx_settings.incoming_dir / str(transfer_id)).exists()
+    assert [name for name, _ in queued("index")] == ["cloudfetch.index_files"]
+    body = client.get(f"/api/transfers/{transfer_id}", headers=alice.headers).get_json()
+    assert (body["state"], body["progress"], body["name"]) == ("completed", 1.0, "Album")
+
+
+def test_deleting_an_active_torrent_removes_it_from_transmission(
+    client: FlaskClient, tx_settings: Settings, alice: User, client_tx: TorrentClient
+) -> None:
+    services.configure(tx_settings)
+    info_hash = "89abcdef0123456789abcdef0123456789abcdef"
+    response = client.post(
+        "/api/transfers", json={"magnet": f"magnet:?xt=urn:btih:{info_hash}"}, headers=alice.headers
+    )
+    transfer_id = response.get_json()["id"]
+    queued()
+    tasks.start_torrent.apply(args=[transfer_id])
+    assert client_tx.status(info_hash) is not None
+    assert tasks.poll_torrents.apply().get() == 1  # still waiting for metadata: stays active
+    assert client.delete(f"/api/transfers/{transfer_id}", headers=alice.headers).status_code == 204
+    [(name, args)] = queued()
+    assert name == "cloudfetch.cancel_torrent"
+    tasks.cancel_torrent.apply(args=args)
+    assert client_tx.status(info_hash) is None
+    assert not (tx_settings.incoming_dir / str(transfer_id)).exists()
+
+
+def test_transmission_down_keeps_transfers_waiting(
+    client: FlaskClient,
+    tx_settings: Settings,
+    settings: Settings,
+    alice: User,
+    client_tx: TorrentClient,
+) -> None:
+    services.configure(tx_settings)
+    info_hash = "fedcba9876543210fedcba9876543210fedcba98"
+    response = client.post(
+        "/api/transfers", json={"magnet": f"magnet:?xt=urn:btih:{info_hash}"}, headers=alice.headers
+    )
+    transfer_id = response.get_json()["id"]
+    tasks.start_torrent.apply(args=[transfer_id])
+    # The same database, but Transmission unreachable (settings point at a closed port).
+    services.configure(replace(tx_settings, transmission_url=settings.transmission_url))
+    assert tasks.poll_torrents.apply().get() == 0
+    with services.current().sessions() as s:
+        assert s.get(Transfer, transfer_id).state == "downloading"  # type: ignore[union-attr]
+    client_tx.remove(info_hash, delete_data=True)
+
+
+def test_start_with_transmission_down_fails_the_transfer_clearly(
+    client: FlaskClient, settings: Settings, alice: User
+) -> None:
+    info_hash = "00112233445566778899aabbccddeeff00112233"
+    response = client.post(
+        "/api/transfers", json={"magnet": f"magnet:?xt=urn:btih:{info_hash}"}, headers=alice.headers
+    )
+    transfer_id = response.get_json()["id"]
+    tasks.start_torrent.apply(args=[transfer_id])
+    with services.current().sessions() as s:
+        failed = s.get(Transfer, transfer_id)
+        assert failed is not None and failed.state == "failed"
+        assert "Transmission at" in (failed.error or "")
