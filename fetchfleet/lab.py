@@ -436,9 +436,13 @@ def _customize_base(root: Path, recipe: dict) -> None:
     (root / "etc/hostname").unlink(missing_ok=True)
     run("chroot", str(root), "systemctl", "enable", "systemd-networkd.service", "ssh.service")
     # nspawn's default network file asks for DHCP on host0; the lab's static 10-lab.network wins.
+    # The image's package lists would be stale on every host; drop them and date the directory
+    # to the epoch so that the first apt run (cache_valid_time and all) updates them.
     run("chroot", str(root), "apt-get", "clean")
-    for lists in (root / "var/lib/apt/lists").glob("*_*"):
-        lists.unlink()
+    lists = root / "var/lib/apt/lists"
+    for path in lists.glob("*_*"):
+        path.unlink()
+    os.utime(lists, (0, 0))
 
 
 def ensure_base(lab: Lab) -> Path:
