@@ -13,8 +13,6 @@ from cloudfetch.models import StoredFile
 
 TIMEOUT_SECONDS = 2.0
 
-# Lucene query syntax characters; user text is escaped so it can only ever be search terms.
-_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/]|&&|\|\|)')
 _SEPARATORS = re.compile(r"[._\-\[\]()]+")
 
 
@@ -39,8 +37,9 @@ def file_document(stored: StoredFile) -> dict[str, object]:
     }
 
 
-def escape_term(term: str) -> str:
-    return _SPECIAL.sub(r"\\\1", term)
+def quote_term(term: str) -> str:
+    """User text as one quoted term: inside quotes nothing is syntax, not even AND/OR/NOT."""
+    return '"' + term.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def build_query(user_id: int, text: str) -> Query:
     terms = [t for t in _SEPARATORS.sub(" ", text).split() if t]
     if not terms:
         raise ValueError("empty search")
-    q = "name_t:(" + " AND ".join(escape_term(t) for t in terms) + ")"
+    q = "name_t:(" + " AND ".join(quote_term(t) for t in terms) + ")"
     return Query(q=q, fq=f"user_id_l:{int(user_id)}")
 
 
