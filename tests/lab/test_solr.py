@@ -1,0 +1,211 @@
+"""Solr on the lab's `solr` hosts (roles/solr, playbooks/solr.yml), tested for real.
+
+Converges playbooks/solr.yml (maven install source in the lab), converges it again (changed=0),
+then talks to the real Solr over HTTP from the control machine (the lab inventory lets the
+gateway in), checks the service, the layout and the firewall from allowed and refused hosts, and
+that bad variables stop the run before any change.
+
+    FETCHFLEET_LAB_KEEP=1 pytest tests/lab/test_solr.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from fetchfleet.inventory import REPO, load_fleet
+from fetchfleet.lab import load_lab, ssh
+from fetchfleet.playbook import Recap, parse_recap, run_playbook
+
+PORT = 8983
+CORE = "cloudfetch"
+CORE_CONF = REPO / "roles" / "solr" / "files" / "cores" / CORE / "conf"
+DATA_DIR = "/var/solr/data"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return load_lab()
+
+
+@pytest.fixture(scope="module")
+def solr_hosts():
+    hosts = load_fleet("lab").group("solr")
+    assert hosts, "the lab inventory has no host in group solr"
+    return hosts
+
+
+@pytest.fixture(scope="module")
+def first_converge() -> Recap:
+    recap = run_playbook("solr.yml")
+    assert recap.ok, f"playbooks/solr.yml failed: {recap.hosts}"
+    return recap
+
+
+@pytest.fixture(scope="module")
+def solr_url(first_converge, solr_hosts) -> str:
+    return f"http://{solr_hosts[0].address}:{PORT}/solr/{CORE}"
+
+
+def _tool(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _on(lab, name: str, command: str) -> subprocess.CompletedProcess:
+    return ssh(lab, lab.host(name), command, check=False)
+
+
+def _testinfra(lab, address: str):
+    extra = f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes"
+    return testinfra.get_host(
+        f"ssh://root@{address}", ssh_identity_file=str(lab.ssh_key), ssh_extra_args=extra
+    )
+
+
+def _http(url: str, body: object | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def _select(solr_url: str, **params: str) -> dict:
+    return _http(f"{solr_url}/select?{urllib.parse.urlencode({**params, 'wt': 'json'})}")
+
+
+def test_converge_reaches_every_solr_host(first_converge, solr_hosts):
+    assert {h.name for h in solr_hosts} <= set(first_converge.hosts)
+
+
+def test_second_converge_changes_nothing(first_converge):
+    recap = run_playbook("solr.yml")
+    assert recap.ok
+    assert recap.total("changed") == 0, f"second converge changed: {recap.changed}"
+
+
+def test_service_runs_as_solr_under_systemd(first_converge, lab, solr_hosts):
+    for solr in solr_hosts:
+        host = _testinfra(lab, solr.address)
+        service = host.service("solr")
+        assert service.is_running, f"{solr.name}: solr.service is not running"
+        assert service.is_enabled, f"{solr.name}: solr.service is not enabled"
+        pid = host.check_output("systemctl show --value -p MainPID solr")
+        assert host.check_output(f"ps -o user= -p {pid}") == "solr"
+        assert host.user("solr").shell == "/usr/sbin/nologin"
+        assert host.socket(f"tcp://0.0.0.0:{PORT}").is_listening
+
+
+def test_core_layout_and_config_come_from_the_repository(first_converge, lab, solr_hosts):
+    for solr in solr_hosts:
+        host = _testinfra(lab, solr.address)
+        assert host.file(f"{DATA_DIR}/solr.xml").exists
+        assert host.file(f"{DATA_DIR}/{CORE}/core.properties").contains(f"^name={CORE}$")
+        for conf in CORE_CONF.iterdir():
+            remote = host.file(f"{DATA_DIR}/{CORE}/conf/{conf.name}")
+            assert remote.sha256sum == hashlib.sha256(conf.read_bytes()).hexdigest(), conf.name
+        assert host.file(f"{DATA_DIR}/{CORE}/data/index").is_directory
+        assert host.file("/opt/solr").is_symlink
+        # The lab uses the maven install source: the server was built on the control machine.
+        assert host.file("/opt/solr/BUILD-INFO.json").exists
+        status = _http(
+            f"http://{solr.address}:{PORT}/solr/admin/cores?action=STATUS&core={CORE}&wt=json"
+        )
+        assert status["status"][CORE]["instanceDir"].rstrip("/") == f"{DATA_DIR}/{CORE}"
+        assert status["initFailures"] == {}
+
+
+def test_core_answers_select_after_update(solr_url):
+    marker = uuid.uuid4().hex[:10]
+    doc = {
+        "id": f"test-{marker}",
+        "user_id": 424242,
+        "name": f"Ubuntu.22.04-desktop-{marker}.ISO",
+        "path": f"/iso/Ubuntu.22.04-desktop-{marker}.ISO",
+        "size": 4_700_000_000,
+        "created": "2026-01-02T03:04:05Z",
+    }
+    try:
+        assert _http(f"{solr_url}/update?commit=true", [doc])["responseHeader"]["status"] == 0
+        # Tokenized name: punctuation, digits and case split; the string copy matches exactly.
+        found = _select(solr_url, q=f"ubuntu desktop {marker} iso", fq="user_id:424242")
+        assert found["response"]["numFound"] == 1
+        hit = found["response"]["docs"][0]
+        assert {k: hit[k] for k in doc} == doc
+        exact = _select(solr_url, q=f'name_str:"{doc["name"]}"', rows="0")
+        assert exact["response"]["numFound"] == 1
+        other_user = _select(solr_url, q=marker, fq="user_id:1")
+        assert other_user["response"]["numFound"] == 0
+    finally:
+        _http(f"{solr_url}/update?commit=true", {"delete": {"id": doc["id"]}})
+    assert _select(solr_url, q=f"id:{doc['id']}")["response"]["numFound"] == 0
+
+
+def test_core_rejects_fields_outside_the_schema(solr_url):
+    with pytest.raises(urllib.error.HTTPError) as error:
+        _http(f"{solr_url}/update", [{"id": "x", "user_id": 1, "name": "x", "colour": "red"}])
+    assert error.value.code == 400
+
+
+def _connects(lab, source: str, address: str) -> bool:
+    probe = (
+        "import socket; s = socket.socket(); s.settimeout(3); "
+        f"print('open' if s.connect_ex(({address!r}, {PORT})) == 0 else 'closed')"
+    )
+    result = _on(lab, source, f"python3 -c {shlex.quote(probe)}")
+    assert result.returncode == 0, f"{source}: probe failed: {result.stderr}"
+    return result.stdout.strip() == "open"
+
+
+def test_firewall_lets_web_and_workers_in_and_keeps_db_out(first_converge, lab, solr_hosts):
+    fleet = load_fleet("lab")
+    allowed = [fleet.group("web")[0].name, fleet.group("workers")[0].name]
+    refused = fleet.group("db_primary")[0].name
+    for solr in solr_hosts:
+        for source in allowed:
+            assert _connects(lab, source, solr.address), f"{source} cannot reach {solr.name}"
+        assert not _connects(lab, refused, solr.address), f"{refused} reaches {solr.name}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("solr_install_source", "ftp"),
+        ("solr_heap", "lots"),
+        ("solr_heap", "512"),
+        ("solr_version", "8.11.2"),
+    ],
+)
+def test_bad_variable_stops_the_run_before_any_change(
+    first_converge, lab, solr_hosts, variable, value
+):
+    unit = "/etc/systemd/system/solr.service"
+    before = {s.name: _on(lab, s.name, f"stat -c %Y {unit}").stdout for s in solr_hosts}
+    proc = subprocess.run(
+        [_tool("ansible-playbook"), "playbooks/solr.yml", "-e", f"{variable}={value}"],
+        cwd=REPO,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    recap = parse_recap(output)
+    assert proc.returncode != 0, f"{variable}={value} was accepted:\n{output[-2000:]}"
+    assert sum(c["failed"] for c in recap.values()) >= 1, output[-2000:]
+    assert sum(c["changed"] for c in recap.values()) == 0, f"{variable}={value} changed: {recap}"
+    assert variable in output, f"the failure does not name {variable}:\n{output[-2000:]}"
+    after = {s.name: _on(lab, s.name, f"stat -c %Y {unit}").stdout for s in solr_hosts}
+    assert before == after
