@@ -1,9 +1,9 @@
 """fab tasks: operate the fleet as one unit. Hosts always come from the inventory.
 
-    fab lab.up | lab.down | lab.status | lab.ssh HOST | lab.reset HOST | lab.destroy HOST
-    fab lab.stop HOST | lab.kill HOST | lab.start HOST | lab.cut HOST | lab.heal HOST
-    fab lab.fill-disk HOST | lab.free-disk HOST
-    fab converge [--env lab] [--limit GROUP]
+fab lab.up | lab.down | lab.status | lab.ssh HOST | lab.reset HOST | lab.destroy HOST
+fab lab.stop HOST | lab.kill HOST | lab.start HOST | lab.cut HOST | lab.heal HOST
+fab lab.fill-disk HOST | lab.free-disk HOST
+fab converge [--env lab] [--limit GROUP]
 """
 
 from invoke import Collection

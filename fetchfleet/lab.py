@@ -18,6 +18,7 @@ import inspect
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -351,7 +352,10 @@ def network_up(lab: Lab) -> bool:
 
 
 def network_down(lab: Lab) -> None:
-    if subprocess.run(["nft", "list", "table", "inet", NFT_TABLE], capture_output=True).returncode == 0:
+    if (
+        subprocess.run(["nft", "list", "table", "inet", NFT_TABLE], capture_output=True).returncode
+        == 0
+    ):
         run("nft", "delete", "table", "inet", NFT_TABLE)
     if any(link["ifname"] == lab.bridge for link in _links()):
         run("ip", "link", "delete", lab.bridge)
@@ -474,9 +478,11 @@ def ensure_base(lab: Lab) -> Path:
     if proc.returncode != 0:
         log = lab.state_dir / "base" / f"{ident}.debootstrap.log"
         log.write_text(proc.stdout + proc.stderr)
-        tail = (building / "debootstrap/debootstrap.log").read_text()[-800:] if (
-            building / "debootstrap/debootstrap.log"
-        ).exists() else proc.stderr[-800:]
+        tail = (
+            (building / "debootstrap/debootstrap.log").read_text()[-800:]
+            if (building / "debootstrap/debootstrap.log").exists()
+            else proc.stderr[-800:]
+        )
         raise LabError(f"debootstrap failed:\n{tail}", hint=f"full log: {log}")
     _customize_base(building, recipe)
     (building / ".recipe.json").write_text(json.dumps(recipe, indent=1, sort_keys=True))
@@ -507,7 +513,18 @@ def ensure_ssh_key(lab: Lab) -> None:
     if lab.ssh_key.exists():
         return
     lab.ssh_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fetchfleet-lab", "-f", str(lab.ssh_key))
+    run(
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        "fetchfleet-lab",
+        "-f",
+        str(lab.ssh_key),
+    )
     say(f"generated the lab's SSH key {lab.ssh_key}")
 
 
@@ -525,7 +542,9 @@ def _mount_root(lab: Lab, name: str) -> None:
     base = lab.state_dir / "base" / (lab.host_dir(name) / "base").read_text().strip()
     if not (base / "etc/os-release").exists():
         raise LabError(
-            f"its base image {base.name} is gone", name, f"give it a fresh root: fab lab.reset {name}"
+            f"its base image {base.name} is gone",
+            name,
+            f"give it a fresh root: fab lab.reset {name}",
         )
     root.mkdir(parents=True, exist_ok=True)
     (mnt / "upper").mkdir(exist_ok=True)
@@ -673,13 +692,54 @@ def ssh_argv(lab: Lab, host: LabHost, *command: str, batch: bool = True) -> list
 
 
 def ssh(lab: Lab, host: LabHost, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(ssh_argv(lab, host, *command), capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ssh_argv(lab, host, *command), capture_output=True, text=True, check=False
+    )
     if check and proc.returncode != 0:
         raise LabError(
             f"`{' '.join(command)}` exited {proc.returncode}: {proc.stderr.strip()[-300:]}",
             host.name,
         )
     return proc
+
+
+def run_on(
+    lab: Lab, name: str, command: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run a shell command on a lab host; with check, a failure raises with its output."""
+    proc = subprocess.run(
+        ssh_argv(lab, lab.host(name), command),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        output = (proc.stdout[-1500:] + proc.stderr[-1500:]).strip()
+        raise LabError(f"`{command}` exited {proc.returncode}:\n{output}", name)
+    return proc
+
+
+def tcp_open(lab: Lab, source: str, target: str, port: int, timeout: float = 2.0) -> bool:
+    """Can lab host `source` open a TCP connection to lab host `target` on `port`?"""
+    probe = (
+        "import socket, sys\n"
+        f"s = socket.socket(); s.settimeout({timeout})\n"
+        f"sys.exit(0 if s.connect_ex(({lab.host(target).address!r}, {port})) == 0 else 1)\n"
+    )
+    return run_on(lab, source, f"python3 -c {shlex.quote(probe)}", check=False).returncode == 0
+
+
+def secret(name: str, env: str = "lab") -> str:
+    """A secret the lab generated (inventory/lab/group_vars/all/secrets.yml), by file name."""
+    path = Path(str(load_fleet(env).var("lab_secret_dir"))) / name
+    try:
+        return path.read_text().split()[0]
+    except OSError as err:
+        raise LabError(
+            f"lab secret {name!r} does not exist yet ({path})", hint="converge first"
+        ) from err
 
 
 def _signal_all(procs: Iterable[Proc], sig: signal.Signals) -> None:
@@ -798,8 +858,10 @@ def up(lab: Lab, names: Iterable[str] | None = None) -> dict[str, float]:
         return took
 
     times = dict(zip([h.name for h in to_boot], _parallel(boot, to_boot), strict=True))
-    say(f"{len(to_boot)} hosts booted in {time.monotonic() - started:.1f}s "
-        f"(lab.up {time.monotonic() - t0:.1f}s)")
+    say(
+        f"{len(to_boot)} hosts booted in {time.monotonic() - started:.1f}s "
+        f"(lab.up {time.monotonic() - t0:.1f}s)"
+    )
     return times
 
 
@@ -843,11 +905,9 @@ def fill_disk(lab: Lab, name: str, leave_bytes: int = 0) -> int:
     if free <= 0:
         return 0
     path = lab.root(name) / FILL_FILE
-    with path.open("ab") as fh:
-        try:
-            os.posix_fallocate(fh.fileno(), path.stat().st_size, free)
-        except OSError:
-            pass  # ENOSPC near the end: the disk is as full as it gets, which is the point
+    # ENOSPC near the end is fine: the disk is then as full as it gets, which is the point.
+    with path.open("ab") as fh, contextlib.suppress(OSError):
+        os.posix_fallocate(fh.fileno(), path.stat().st_size, free)
     return free
 
 

@@ -27,6 +27,7 @@ class Recap:
     hosts: dict[str, dict[str, int]]
     seconds: float
     returncode: int
+    output: str = ""
 
     def total(self, key: str) -> int:
         return sum(counts.get(key, 0) for counts in self.hosts.values())
@@ -69,7 +70,11 @@ def run_playbook(
     if limit:
         argv += ["--limit", limit]
     argv += extra or []
-    environ = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    environ = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
     t0 = time.monotonic()
     proc = subprocess.Popen(
         argv, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -82,7 +87,8 @@ def run_playbook(
             sys.stdout.write(line)
             sys.stdout.flush()
     returncode = proc.wait()
-    return Recap(parse_recap("".join(lines)), time.monotonic() - t0, returncode)
+    output = "".join(lines)
+    return Recap(parse_recap(output), time.monotonic() - t0, returncode, output)
 
 
 def _tool(name: str) -> str:

@@ -1,0 +1,95 @@
+"""Lab tests: real Debian hosts booted on this machine, converged with site.yml.
+
+The session brings the lab up (`fab lab.up`), converges `playbooks/site.yml` once, runs every test,
+converges again (that run must report changed=0; it runs last) and tears the lab down, checking
+that nothing is left behind.
+
+    FETCHFLEET_LAB_KEEP=1        leave the lab up afterwards (while developing; never in CI)
+    FETCHFLEET_SKIP_CONVERGE=1   skip the first converge (iterating on tests only)
+
+Needs root and the lab's tools; without them every test here fails loudly, it never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+
+import pytest
+import testinfra
+
+from fetchfleet import lab as L
+from fetchfleet.playbook import Recap, run_playbook
+
+KEEP = os.environ.get("FETCHFLEET_LAB_KEEP") == "1"
+SKIP_CONVERGE = os.environ.get("FETCHFLEET_SKIP_CONVERGE") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "converge_again: runs after every other lab test")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The second converge proves idempotence of everything the other tests left behind."""
+    items.sort(key=lambda item: item.get_closest_marker("converge_again") is not None)
+
+
+@pytest.fixture(scope="session")
+def lab() -> L.Lab:
+    """The lab, up. Fails (never skips) with the reason when it cannot come up here."""
+    try:
+        lab = L.load_lab()
+        L.up(lab)
+    except L.LabError as err:
+        pytest.fail(f"the lab is needed for this test and could not come up:\n{err}")
+    yield lab
+    if KEEP:
+        return
+    L.down(lab)
+    assert_nothing_left(lab)
+
+
+def assert_nothing_left(lab: L.Lab) -> None:
+    """After lab.down: no mounts, links, nft table or processes of the lab remain."""
+    state = str(lab.state_dir)
+    stale_mounts = [p for p in L.mounts() if str(p).startswith(state)]
+    assert not stale_mounts, f"mounts left behind: {stale_mounts}"
+    links = [link["ifname"] for link in json.loads(L.run("ip", "-j", "link", "show"))]
+    assert lab.bridge not in links, f"bridge {lab.bridge} left behind"
+    assert not [n for n in links if n.startswith("vb-")], f"host links left behind: {links}"
+    tables = L.run("nft", "list", "tables")
+    assert L.NFT_TABLE not in tables, f"nft table {L.NFT_TABLE} left behind"
+    procs = subprocess.run(["pgrep", "-f", "systemd-nspawn"], capture_output=True, text=True)
+    assert procs.stdout.strip() == "", f"systemd-nspawn processes left behind: {procs.stdout}"
+
+
+@pytest.fixture(scope="session")
+def converged(lab: L.Lab) -> Recap | None:
+    """site.yml converged on the whole lab once per session."""
+    if SKIP_CONVERGE:
+        return None
+    recap = run_playbook("site.yml", echo=False)
+    assert recap.ok, f"site.yml failed: {recap.hosts}"
+    print(f"\ncold converge of site.yml: {recap.seconds:.1f}s, changed={recap.total('changed')}")
+    return recap
+
+
+@pytest.fixture(scope="session")
+def host(lab: L.Lab) -> Callable[[str], testinfra.host.Host]:
+    """host("web1") -> a testinfra host over the lab's SSH."""
+    cache: dict[str, testinfra.host.Host] = {}
+
+    def get(name: str) -> testinfra.host.Host:
+        if name not in cache:
+            address = lab.host(name).address
+            cache[name] = testinfra.get_host(
+                f"ssh://root@{address}",
+                ssh_identity_file=str(lab.ssh_key),
+                ssh_extra_args=f"-o UserKnownHostsFile={lab.known_hosts} "
+                "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
+            )
+        return cache[name]
+
+    return get
