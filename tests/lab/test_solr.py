@@ -6,6 +6,7 @@ gateway in), checks the service, the layout and the firewall from allowed and re
 that bad variables stop the run before any change.
 
     FETCHFLEET_LAB_KEEP=1 pytest tests/lab/test_solr.py
+    (add FETCHFLEET_SKIP_CONVERGE=1 to skip site.yml; this file still converges solr.yml)
 """
 
 from __future__ import annotations
@@ -23,21 +24,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-import testinfra
 
 from fetchfleet.inventory import REPO, load_fleet
-from fetchfleet.lab import load_lab, ssh
+from fetchfleet.lab import ssh
 from fetchfleet.playbook import Recap, parse_recap, run_playbook
 
 PORT = 8983
 CORE = "cloudfetch"
 CORE_CONF = REPO / "roles" / "solr" / "files" / "cores" / CORE / "conf"
 DATA_DIR = "/var/solr/data"
-
-
-@pytest.fixture(scope="module")
-def lab():
-    return load_lab()
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +43,8 @@ def solr_hosts():
 
 
 @pytest.fixture(scope="module")
-def first_converge() -> Recap:
+def first_converge(converged) -> Recap:
+    """playbooks/solr.yml converged (after site.yml, which brings common's firewall first)."""
     recap = run_playbook("solr.yml")
     assert recap.ok, f"playbooks/solr.yml failed: {recap.hosts}"
     return recap
@@ -66,13 +62,6 @@ def _tool(name: str) -> str:
 
 def _on(lab, name: str, command: str) -> subprocess.CompletedProcess:
     return ssh(lab, lab.host(name), command, check=False)
-
-
-def _testinfra(lab, address: str):
-    extra = f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes"
-    return testinfra.get_host(
-        f"ssh://root@{address}", ssh_identity_file=str(lab.ssh_key), ssh_extra_args=extra
-    )
 
 
 def _http(url: str, body: object | None = None) -> dict:
@@ -96,30 +85,30 @@ def test_second_converge_changes_nothing(first_converge):
     assert recap.total("changed") == 0, f"second converge changed: {recap.changed}"
 
 
-def test_service_runs_as_solr_under_systemd(first_converge, lab, solr_hosts):
+def test_service_runs_as_solr_under_systemd(first_converge, host, solr_hosts):
     for solr in solr_hosts:
-        host = _testinfra(lab, solr.address)
-        service = host.service("solr")
+        remote = host(solr.name)
+        service = remote.service("solr")
         assert service.is_running, f"{solr.name}: solr.service is not running"
         assert service.is_enabled, f"{solr.name}: solr.service is not enabled"
-        pid = host.check_output("systemctl show --value -p MainPID solr")
-        assert host.check_output(f"ps -o user= -p {pid}") == "solr"
-        assert host.user("solr").shell == "/usr/sbin/nologin"
-        assert host.socket(f"tcp://0.0.0.0:{PORT}").is_listening
+        pid = remote.check_output("systemctl show --value -p MainPID solr")
+        assert remote.check_output(f"ps -o user= -p {pid}") == "solr"
+        assert remote.user("solr").shell == "/usr/sbin/nologin"
+        assert remote.socket(f"tcp://0.0.0.0:{PORT}").is_listening
 
 
-def test_core_layout_and_config_come_from_the_repository(first_converge, lab, solr_hosts):
+def test_core_layout_and_config_come_from_the_repository(first_converge, host, solr_hosts):
     for solr in solr_hosts:
-        host = _testinfra(lab, solr.address)
-        assert host.file(f"{DATA_DIR}/solr.xml").exists
-        assert host.file(f"{DATA_DIR}/{CORE}/core.properties").contains(f"^name={CORE}$")
+        remote = host(solr.name)
+        assert remote.file(f"{DATA_DIR}/solr.xml").exists
+        assert remote.file(f"{DATA_DIR}/{CORE}/core.properties").contains(f"^name={CORE}$")
         for conf in CORE_CONF.iterdir():
-            remote = host.file(f"{DATA_DIR}/{CORE}/conf/{conf.name}")
-            assert remote.sha256sum == hashlib.sha256(conf.read_bytes()).hexdigest(), conf.name
-        assert host.file(f"{DATA_DIR}/{CORE}/data/index").is_directory
-        assert host.file("/opt/solr").is_symlink
+            conf_file = remote.file(f"{DATA_DIR}/{CORE}/conf/{conf.name}")
+            assert conf_file.sha256sum == hashlib.sha256(conf.read_bytes()).hexdigest(), conf.name
+        assert remote.file(f"{DATA_DIR}/{CORE}/data/index").is_directory
+        assert remote.file("/opt/solr").is_symlink
         # The lab uses the maven install source: the server was built on the control machine.
-        assert host.file("/opt/solr/BUILD-INFO.json").exists
+        assert remote.file("/opt/solr/BUILD-INFO.json").exists
         status = _http(
             f"http://{solr.address}:{PORT}/solr/admin/cores?action=STATUS&core={CORE}&wt=json"
         )
