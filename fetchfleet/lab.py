@@ -218,11 +218,13 @@ def preflight() -> None:
 
 
 def _start_time(pid: int) -> str | None:
+    """The process's start time (tells a reused pid apart); None when gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def _children(pid: int) -> list[int]:
@@ -488,7 +490,19 @@ def ensure_base(lab: Lab) -> Path:
     (building / ".recipe.json").write_text(json.dumps(recipe, indent=1, sort_keys=True))
     building.rename(base)
     say(f"base image {ident} built in {time.monotonic() - t0:.1f}s")
+    _drop_unused_bases(lab, keep=base)
     return base
+
+
+def _drop_unused_bases(lab: Lab, keep: Path) -> None:
+    """Older images stay while a host still sits on them (until `lab.reset HOST`)."""
+    used = {keep.name}
+    for marker in (lab.state_dir / "hosts").glob("*/base"):
+        used.add(marker.read_text().strip())
+    for old in (lab.state_dir / "base").iterdir():
+        if old.is_dir() and old.name not in used:
+            shutil.rmtree(old)
+            say(f"removed unused base image {old.name}")
 
 
 # --- one host ------------------------------------------------------------------------------------
@@ -577,10 +591,12 @@ def create_host(lab: Lab, host: LabHost, base: Path) -> None:
     keys.write_text(lab.ssh_key.with_suffix(".pub").read_text())
     keys.chmod(0o600)
     run("ssh-keygen", "-A", "-f", str(root), host=host.name)
+    # Kept beside the disk too: known_hosts is rebuilt while some roots are not mounted.
+    shutil.copy(root / "etc/ssh/ssh_host_ed25519_key.pub", hdir / "ssh_host_ed25519_key.pub")
 
 
 def _host_key_line(lab: Lab, host: LabHost) -> str | None:
-    pub = lab.root(host.name) / "etc/ssh/ssh_host_ed25519_key.pub"
+    pub = lab.host_dir(host.name) / "ssh_host_ed25519_key.pub"
     if not pub.exists():
         return None
     kind, key = pub.read_text().split()[:2]
@@ -834,6 +850,15 @@ def up(lab: Lab, names: Iterable[str] | None = None) -> dict[str, float]:
     _parallel(lambda h: _recover(lab, h), to_boot)
     if network_up(lab):
         say(f"network: bridge {lab.bridge} {lab.gateway}/{lab.network.prefixlen}, NAT out")
+    for host in hosts:
+        if host not in to_boot and _link_state(host.name) == "down":
+            heal_network(lab, host.name)
+            say("was cut off the network; healed", host.name)
+    # Running but not answering (a boot cut short by a killed `lab.up`): wait for it, bounded.
+    booting = [h for h in hosts if h not in to_boot and not _ssh_ready(lab, h)]
+    if booting:
+        since = time.monotonic()
+        _parallel(lambda h: wait_until_up(lab, h, since), booting)
     if not to_boot:
         say(f"all {len(hosts)} hosts already running; nothing to do")
         return {}
@@ -923,17 +948,21 @@ def disk_usage(lab: Lab, name: str) -> tuple[int, int] | None:
     return total - stat.f_bavail * stat.f_frsize, total
 
 
+def _link_state(name: str) -> str | None:
+    """up / down for a host's link to the bridge; None when it has none (not running)."""
+    link = subprocess.run(["ip", "-j", "link", "show", veth(name)], capture_output=True, text=True)
+    if link.returncode != 0:
+        return None
+    return "up" if "UP" in json.loads(link.stdout)[0]["flags"] else "down"
+
+
 def status(lab: Lab) -> list[dict]:
     rows = []
     for host in lab.hosts:
         state = host_state(lab, host.name)
         usage = disk_usage(lab, host.name)
-        link = subprocess.run(
-            ["ip", "-j", "link", "show", veth(host.name)], capture_output=True, text=True
-        )
-        net = "-"
-        if state == "running" and link.returncode == 0:
-            net = "up" if "UP" in json.loads(link.stdout)[0]["flags"] else "CUT"
+        link = _link_state(host.name) if state == "running" else None
+        net = {"up": "up", "down": "CUT", None: "-"}[link]
         rows.append(
             {
                 "host": host.name,
