@@ -88,22 +88,19 @@ def test_solr_document_makes_release_names_searchable() -> None:
     stored = StoredFile(id=7, user_id=3, path="Show/Big.Buck_Bunny-1080p.mkv", size=99)
     assert file_document(stored) == {
         "id": "file-7",
-        "user_id_l": 3,
-        "file_id_l": 7,
-        "path_s": "Show/Big.Buck_Bunny-1080p.mkv",
-        "name_t": "Show/Big Buck Bunny 1080p mkv",
-        "size_l": 99,
+        "user_id": 3,
+        "name": "Show/Big.Buck_Bunny-1080p.mkv",
+        "path": "Show/Big.Buck_Bunny-1080p.mkv",
+        "size": 99,
     }
 
 
 def test_solr_query_is_escaped_and_limited_to_the_user() -> None:
-    query = build_query(42, 'buck AND) name_t:* "x" user_id_l:1')
-    assert query.fq == "user_id_l:42"
+    query = build_query(42, 'buck AND) name:* "x" user_id:1')
+    assert query.fq == "user_id:42"
     # Separators split words; every word is a quoted term, so none of it is query syntax.
-    assert query.q == (
-        'name_t:("buck" AND "AND" AND "name" AND "t:*" AND "\\"x\\"" AND "user" AND "id" AND "l:1")'
-    )
-    assert build_query(1, "back\\slash").q == 'name_t:("back\\\\slash")'
+    assert query.q == ('name:("buck" AND "AND" AND "name:*" AND "\\"x\\"" AND "user" AND "id:1")')
+    assert build_query(1, "back\\slash").q == 'name:("back\\\\slash")'
     with pytest.raises(ValueError):
         build_query(1, " ._- ")
 

@@ -1,5 +1,5 @@
-"""All Solr access. Documents use the dynamic fields of Solr's _default configset
-(*_l plong, *_s string, *_t text_general), so the core needs no custom schema."""
+"""All Solr access. Documents follow the `cloudfetch` core's schema, which the solr role ships
+(roles/solr/files/cores/cloudfetch/conf/schema.xml): id, user_id, name, path, size."""
 
 from __future__ import annotations
 
@@ -24,16 +24,19 @@ def document_id(file_id: int) -> str:
     return f"file-{file_id}"
 
 
+def file_id(document_id: str) -> int:
+    return int(document_id.removeprefix("file-"))
+
+
 def file_document(stored: StoredFile) -> dict[str, object]:
-    # Release names use dots and underscores as spaces ("Big.Buck.Bunny.mkv"); Solr's standard
-    # tokenizer keeps "Big.Buck.Bunny" as one token, so the searchable text spells them as spaces.
+    # `name` is the whole relative path, so a folder's name finds its files too; the core's
+    # analyzer splits release names ("Big.Buck_Bunny-1080p.mkv") on punctuation and case.
     return {
         "id": document_id(stored.id),
-        "user_id_l": stored.user_id,
-        "file_id_l": stored.id,
-        "path_s": stored.path,
-        "name_t": _SEPARATORS.sub(" ", stored.path).strip(),
-        "size_l": stored.size,
+        "user_id": stored.user_id,
+        "name": stored.path,
+        "path": stored.path,
+        "size": stored.size,
     }
 
 
@@ -53,8 +56,8 @@ def build_query(user_id: int, text: str) -> Query:
     terms = [t for t in _SEPARATORS.sub(" ", text).split() if t]
     if not terms:
         raise ValueError("empty search")
-    q = "name_t:(" + " AND ".join(quote_term(t) for t in terms) + ")"
-    return Query(q=q, fq=f"user_id_l:{int(user_id)}")
+    q = "name:(" + " AND ".join(quote_term(t) for t in terms) + ")"
+    return Query(q=q, fq=f"user_id:{int(user_id)}")
 
 
 class FileIndex:
@@ -79,8 +82,8 @@ class FileIndex:
 
     def search(self, user_id: int, text: str, rows: int = 50) -> list[int]:
         query = build_query(user_id, text)
-        results = self._call(self._solr.search, query.q, fq=query.fq, fl="file_id_l", rows=rows)
-        return [int(doc["file_id_l"]) for doc in results]
+        results = self._call(self._solr.search, query.q, fq=query.fq, fl="id", rows=rows)
+        return [file_id(doc["id"]) for doc in results]
 
     def _call(self, method, *args, **kwargs):  # type: ignore[no-untyped-def]
         try:
