@@ -49,35 +49,38 @@ def ssh(c, host):
     os.execvp(argv[0], argv)
 
 
+def _on_host(host, action, done=None, *args):
+    """Run a lab action on one inventory host; say `done` when it worked."""
+    lab = _lab()
+    name = _do(lab.host, host).name
+    result = _do(action, lab, name, *args)
+    if done:
+        L.say(done, name)
+    return result
+
+
 @task(positional=["host"])
 def destroy(c, host):
     """Power a host off and delete its disk: the next lab.up creates it anew."""
-    lab = _lab()
-    _do(L.destroy_host, lab, _do(lab.host, host).name)
-    L.say("destroyed", host)
+    _on_host(host, L.destroy_host, "destroyed")
 
 
 @task(positional=["host"])
 def reset(c, host):
     """Give HOST a fresh, empty root on the base image and boot it (the 'fresh box')."""
-    lab = _lab()
-    _do(L.reset, lab, _do(lab.host, host).name)
+    _on_host(host, L.reset)
 
 
 @task(positional=["host"])
 def stop(c, host):
     """Fault: clean poweroff of HOST."""
-    lab = _lab()
-    _do(L.stop_host, lab, _do(lab.host, host).name)
-    L.say("stopped", host)
+    _on_host(host, L.stop_host, "stopped")
 
 
 @task(positional=["host"])
 def kill(c, host):
     """Fault: pull HOST's power (SIGKILL to its PID 1)."""
-    lab = _lab()
-    _do(L.kill_host, lab, _do(lab.host, host).name)
-    L.say("killed", host)
+    _on_host(host, L.kill_host, "killed")
 
 
 @task(positional=["host"])
@@ -89,30 +92,23 @@ def start(c, host):
 @task(positional=["host"])
 def cut(c, host):
     """Fault: cut HOST off the network (its link to the bridge goes down)."""
-    lab = _lab()
-    _do(L.cut_network, lab, _do(lab.host, host).name)
-    L.say("cut off the network", host)
+    _on_host(host, L.cut_network, "cut off the network")
 
 
 @task(positional=["host"])
 def heal(c, host):
     """Reconnect HOST to the network."""
-    lab = _lab()
-    _do(L.heal_network, lab, _do(lab.host, host).name)
-    L.say("network healed", host)
+    _on_host(host, L.heal_network, "network healed")
 
 
 @task(positional=["host"], help={"leave": "bytes to leave free (default 0)"})
 def fill_disk(c, host, leave=0):
     """Fault: fill HOST's disk."""
-    lab = _lab()
-    written = _do(L.fill_disk, lab, _do(lab.host, host).name, int(leave))
+    written = _on_host(host, L.fill_disk, None, int(leave))
     L.say(f"disk filled ({written / 2**20:.0f} MiB written)", host)
 
 
 @task(positional=["host"])
 def free_disk(c, host):
     """Undo lab.fill-disk."""
-    lab = _lab()
-    _do(L.free_disk, lab, _do(lab.host, host).name)
-    L.say("disk fill removed", host)
+    _on_host(host, L.free_disk, "disk fill removed")
