@@ -1,13 +1,13 @@
 """The PostgreSQL tier on real lab hosts: db1 (primary + pgbouncer) streaming to db2.
 
 Run: FETCHFLEET_LAB_KEEP=1 pytest tests/lab/test_postgresql.py -s
-(FETCHFLEET_SKIP_CONVERGE=1 skips the first converge while iterating.)
+(FETCHFLEET_SKIP_CONVERGE=1 skips the session's site.yml converge; this module always converges
+its own playbook. `lab` and `converged` come from tests/lab/conftest.py.)
 Figures (converge time, replica build time, lag under pgbench) are printed with -s.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import threading
@@ -17,18 +17,13 @@ import uuid
 import psycopg
 import pytest
 
-from fetchfleet.lab import load_lab, ssh_argv
+from fetchfleet.lab import ssh_argv
 from fetchfleet.playbook import Recap, run_playbook
 from fetchfleet.postgres import ReplicaLag, connect, replication_lag
 
 PLAYBOOK = "postgresql.yml"
 PRIMARY, REPLICA = "db1", "db2"
 REPLICATION_BOUND = 10.0  # seconds for a committed row to show up on the replica
-
-
-@pytest.fixture(scope="module")
-def lab():
-    return load_lab("lab")
 
 
 def run_on(lab, name: str, command: str, stdin: str | None = None, check: bool = True):
@@ -52,10 +47,9 @@ def secret(lab, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def converged(lab) -> Recap | None:
-    """The first converge of the tier (cold on fresh hosts); its time is a reported figure."""
-    if os.environ.get("FETCHFLEET_SKIP_CONVERGE") == "1":
-        return None
+def tier(lab, converged) -> Recap:
+    """The tier converged by its own playbook, after the session's site.yml converge (which
+    FETCHFLEET_SKIP_CONVERGE=1 skips). On fresh hosts this is the cold converge of db1+db2."""
     recap = run_playbook(PLAYBOOK)
     print(f"\nFIGURE postgresql converge (db1+db2): {recap.seconds:.1f}s, changed={recap.changed}")
     assert recap.ok, f"converging {PLAYBOOK} failed: {recap.hosts}"
@@ -86,18 +80,17 @@ def tcp_open(lab, source: str, target: str, port: int) -> bool:
     return run_on(lab, source, "python3 -", stdin=probe, check=False).returncode == 0
 
 
-def test_converge(converged):
-    if converged is not None:
-        assert converged.total("failed") == 0
+def test_converge(tier):
+    assert tier.ok and tier.total("failed") == 0
 
 
-def test_second_converge_changes_nothing(converged):
+def test_second_converge_changes_nothing(tier):
     recap = run_playbook(PLAYBOOK)
     assert recap.ok, recap.hosts
     assert recap.total("changed") == 0, f"not idempotent: {recap.changed}"
 
 
-def test_replica_streams_through_an_active_slot(lab, converged):
+def test_replica_streams_through_an_active_slot(lab, tier):
     states = psql(lab, PRIMARY, "SELECT application_name, state FROM pg_stat_replication")
     assert states == f"{REPLICA}|streaming"
     slots = psql(lab, PRIMARY, "SELECT slot_name, slot_type, active FROM pg_replication_slots")
@@ -106,7 +99,7 @@ def test_replica_streams_through_an_active_slot(lab, converged):
     assert psql(lab, REPLICA, "SHOW hot_standby") == "on"
 
 
-def test_write_on_primary_is_read_on_replica(lab, converged):
+def test_write_on_primary_is_read_on_replica(lab, tier):
     token = uuid.uuid4().hex
     psql(lab, PRIMARY, "CREATE TABLE IF NOT EXISTS fetchfleet_probe (token text, at timestamptz)")
     psql(lab, PRIMARY, f"INSERT INTO fetchfleet_probe VALUES ('{token}', now())")
@@ -131,7 +124,7 @@ def test_write_on_primary_is_read_on_replica(lab, converged):
     assert write.returncode != 0 and "read-only" in write.stderr
 
 
-def test_scram_everywhere(lab, converged):
+def test_scram_everywhere(lab, tier):
     for name in (PRIMARY, REPLICA):
         assert psql(lab, name, "SHOW password_encryption") == "scram-sha-256"
         methods = psql(lab, name, "SELECT DISTINCT auth_method FROM pg_hba_file_rules ORDER BY 1")
@@ -143,7 +136,7 @@ def test_scram_everywhere(lab, converged):
 
 
 @pytest.fixture(scope="module")
-def psql_on_web1(lab, converged):
+def psql_on_web1(lab, tier):
     """A test-only psql client on web1 (the app will bring psycopg in its own venv)."""
     run_on(lab, "web1", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client")
     return "web1"
@@ -183,11 +176,11 @@ def test_app_role_connects_through_pgbouncer(lab, psql_on_web1):
         ("db2", 5432, True),
     ],
 )
-def test_firewall(lab, converged, source, port, allowed):
+def test_firewall(lab, tier, source, port, allowed):
     assert tcp_open(lab, source, PRIMARY, port) is allowed
 
 
-def test_lag_function_reads_sane_numbers(lab, converged):
+def test_lag_function_reads_sane_numbers(lab, tier):
     lag = lag_of_replica(lab)
     assert lag.streaming and lag.slot_active and lag.slot_name == REPLICA
     assert lag.client_addr == lab.host(REPLICA).address
@@ -199,7 +192,7 @@ def test_lag_function_reads_sane_numbers(lab, converged):
     assert lag.replica_replay_delay_seconds is not None and lag.replica_replay_delay_seconds < 10
 
 
-def test_lag_under_pgbench_write_load(lab, converged):
+def test_lag_under_pgbench_write_load(lab, tier):
     """20 s of pgbench writes against the primary (from db1); lag sampled from the control
     machine every 0.5 s. Figures, not a pass/fail benchmark: the test only checks the replica
     streams throughout and catches up once the load stops."""
@@ -261,11 +254,11 @@ def _fails_before_any_change(extra: list[str], variable: str, capsys) -> None:
         (["-e", "postgresql_primary_group=db_nowhere"], "postgresql_primary_group"),
     ],
 )
-def test_bad_vars_stop_before_any_change(converged, extra, variable, capsys):
+def test_bad_vars_stop_before_any_change(tier, extra, variable, capsys):
     _fails_before_any_change(extra, variable, capsys)
 
 
-def test_replica_is_not_wiped_when_it_holds_a_read_write_cluster(lab, converged, capsys):
+def test_replica_is_not_wiped_when_it_holds_a_read_write_cluster(lab, tier, capsys):
     """A replica without standby.signal that holds the app db (a promoted replica) is kept;
     with postgresql_replica_rebuild=true it is rebuilt from the primary (build time reported)."""
     run_on(lab, REPLICA, "systemctl stop postgresql@15-main")
@@ -284,7 +277,7 @@ def test_replica_is_not_wiped_when_it_holds_a_read_write_cluster(lab, converged,
     assert again.ok and again.total("changed") == 0, again.changed
 
 
-def test_no_plaintext_secret_on_disk_for_pgbouncer(lab, converged):
+def test_no_plaintext_secret_on_disk_for_pgbouncer(lab, tier):
     userlist = run_on(lab, PRIMARY, "cat /etc/pgbouncer/userlist.txt").stdout
     assert secret(lab, "postgresql_app") not in userlist
     assert '"cloudfetch" "SCRAM-SHA-256$' in userlist
