@@ -1,10 +1,10 @@
 """Lab tests: real Debian hosts booted on this machine, converged with site.yml.
 
-The session brings the lab up (`fab lab.up`), converges `playbooks/site.yml` once, runs every test,
-converges again (that run must report changed=0; it runs last) and tears the lab down, checking
-that nothing is left behind.
+The session starts from fresh hosts (the base image stays cached), brings the lab up, converges
+`playbooks/site.yml` once, runs every test, converges again (that run must report changed=0; it
+runs last) and tears the lab down, checking that nothing is left behind.
 
-    FETCHFLEET_LAB_KEEP=1        leave the lab up afterwards (while developing; never in CI)
+    FETCHFLEET_LAB_KEEP=1        reuse the running lab and leave it up (while developing; never in CI)
     FETCHFLEET_SKIP_CONVERGE=1   skip the first converge (iterating on tests only)
 
 Needs root and the lab's tools; without them every test here fails loudly, it never skips.
@@ -41,6 +41,11 @@ def lab() -> L.Lab:
     """The lab, up. Fails (never skips) with the reason when it cannot come up here."""
     try:
         lab = L.load_lab()
+        if not KEEP:
+            # Fresh boxes: the converge below is a cold one every run, whatever was left before.
+            L.preflight()
+            for host in lab.hosts:
+                L.destroy_host(lab, host.name)
         L.up(lab)
     except L.LabError as err:
         pytest.fail(f"the lab is needed for this test and could not come up:\n{err}")
