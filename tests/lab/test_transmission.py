@@ -1,0 +1,311 @@
+"""Transmission on the worker, fetching a real torrent from the lab's seeder (seed1).
+
+Run: FETCHFLEET_LAB_KEEP=1 pytest tests/lab/test_transmission.py -s
+(FETCHFLEET_SKIP_CONVERGE=1 skips the first converge while iterating.)
+
+The worker's RPC answers only the app hosts (web, workers, 127.0.0.1), so the fetch is driven with
+transmission-remote on worker1 against 127.0.0.1. The lab inventory (and only it) lets the lab's
+gateway through the worker's firewall to 9091 without whitelisting it, so the whitelist itself is
+seen refusing (403); db1 and lb1 are refused one layer earlier, by the firewall.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from fetchfleet.inventory import REPO
+from fetchfleet.lab import Lab, load_lab, ssh_argv
+from fetchfleet.playbook import Recap, parse_recap, run_playbook
+
+WORKER, SEEDER = "worker1", "seed1"
+RPC_PORT = 9091
+RPC_USER = "cloudfetch"
+DOWNLOAD_DIR = "/srv/cloudfetch/shared/transmission"
+SEEDER_DATA = "/srv/lab-seeder/data"
+TORRENT_NAME = "fetchfleet-fixture"
+FETCH_BOUND = 180.0  # seconds for the worker to fetch the whole fixture (a few MiB in the lab)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Lab:
+    return load_lab("lab")
+
+
+def run_on(
+    lab: Lab, name: str, command: str, stdin: str | bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run a shell command on a lab host; stdin keeps secrets off the command line."""
+    argv = ssh_argv(lab, lab.host(name), command)
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    proc = subprocess.run(argv, input=data, capture_output=True, timeout=180)
+    out = subprocess.CompletedProcess(
+        argv, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode()
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"{name}: `{command}` failed ({out.returncode}): {out.stderr}")
+    return out
+
+
+def secret(lab: Lab, name: str) -> str:
+    return (lab.state_dir / "secrets" / name).read_text().split()[0]
+
+
+def remote(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """transmission-remote on the worker against its own daemon (127.0.0.1 is whitelisted)."""
+    command = (
+        "read -r TR_AUTH; export TR_AUTH; transmission-remote 127.0.0.1:9091 --authenv "
+        + shlex.join(args)
+    )
+    return run_on(
+        lab, WORKER, command, stdin=f"{RPC_USER}:{secret(lab, 'transmission_rpc')}\n", check=check
+    )
+
+
+def seeder_remote(lab: Lab, *args: str) -> subprocess.CompletedProcess:
+    """transmission-remote on the seeder against its own (loopback-only) daemon."""
+    command = (
+        "read -r TR_AUTH; export TR_AUTH; transmission-remote 127.0.0.1:9091 --authenv "
+        + shlex.join(args)
+    )
+    return run_on(lab, SEEDER, command, stdin=f"seeder:{secret(lab, 'lab_seeder_rpc')}\n")
+
+
+def tcp_open(lab: Lab, source: str, target: str, port: int) -> bool:
+    address = lab.host(target).address
+    probe = (
+        "import socket, sys\n"
+        "s = socket.socket()\n"
+        "s.settimeout(3)\n"
+        f"sys.exit(0 if s.connect_ex(({address!r}, {port})) == 0 else 1)\n"
+    )
+    proc = run_on(lab, source, f"python3 -c {shlex.quote(probe)}", check=False)
+    assert proc.returncode in (0, 1) and not proc.stderr, f"{source}: probe failed: {proc.stderr}"
+    return proc.returncode == 0
+
+
+def settings(lab: Lab, name: str) -> dict:
+    return json.loads(run_on(lab, name, "cat /etc/transmission-daemon/settings.json").stdout)
+
+
+@pytest.fixture(scope="module")
+def converged(lab: Lab) -> dict[str, Recap] | None:
+    """First converge of the worker's Transmission and of the seeder; times are figures."""
+    if os.environ.get("FETCHFLEET_SKIP_CONVERGE") == "1":
+        return None
+    recaps = {}
+    for playbook in ("transmission.yml", "lab_seeder.yml"):
+        recap = run_playbook(playbook)
+        print(f"\nFIGURE converge {playbook}: {recap.seconds:.1f}s, changed={recap.changed}")
+        assert recap.ok, f"converging {playbook} failed: {recap.hosts}"
+        recaps[playbook] = recap
+    return recaps
+
+
+@pytest.mark.parametrize("playbook", ["transmission.yml", "lab_seeder.yml"])
+def test_second_converge_changes_nothing(converged, playbook):
+    recap = run_playbook(playbook)
+    assert recap.ok, recap.hosts
+    assert recap.total("changed") == 0, f"second converge changed something: {recap.changed}"
+
+
+def test_worker_settings(lab, converged):
+    current = settings(lab, WORKER)
+    app_hosts = [h.address for h in lab.hosts if {"web", "workers"} & set(h.groups)]
+    assert sorted(current["rpc-whitelist"].split(",")) == sorted([*app_hosts, "127.0.0.1"])
+    assert current["rpc-whitelist-enabled"] is True
+    assert current["rpc-authentication-required"] is True
+    assert current["rpc-username"] == RPC_USER
+    # Stored salted and hashed, never the plain password.
+    password = current["rpc-password"]
+    assert re.fullmatch(r"\{[0-9a-f]{40}.{8}", password), password
+    salt = password[41:]
+    plain = secret(lab, "transmission_rpc")
+    assert hashlib.sha1((plain + salt).encode()).hexdigest() == password[1:41]
+    assert current["dht-enabled"] is False and current["lpd-enabled"] is False
+    assert current["download-dir"] == DOWNLOAD_DIR
+
+
+def test_settings_drift_is_corrected_while_stopped(lab, converged):
+    """A setting changed behind the role's back (RPC, then saved by the daemon on exit) is put
+    back by the next converge, and the daemon keeps it across its own rewrite on stop."""
+    remote(lab, "--dht")
+    run_on(lab, WORKER, "systemctl restart transmission-daemon")
+    assert settings(lab, WORKER)["dht-enabled"] is True, "the daemon did not save the drift"
+    recap = run_playbook("transmission.yml")
+    assert recap.ok and recap.total("changed") > 0, recap.hosts
+    assert settings(lab, WORKER)["dht-enabled"] is False
+    # ...and the running daemon uses it (not only the file).
+    assert "Distributed hash table enabled: No" in remote(lab, "-si").stdout
+    run_on(lab, WORKER, "systemctl restart transmission-daemon")
+    assert settings(lab, WORKER)["dht-enabled"] is False
+    again = run_playbook("transmission.yml")
+    assert again.ok and again.total("changed") == 0, again.changed
+
+
+def info_hash(lab: Lab, path: str) -> str:
+    shown = run_on(lab, WORKER, f"transmission-show {shlex.quote(path)}").stdout
+    match = re.search(r"Hash: ([0-9a-f]{40})", shown)
+    assert match, shown
+    return match[1]
+
+
+def file_digests(lab: Lab, name: str, directory: str) -> dict[str, str]:
+    out = run_on(lab, name, f"cd {shlex.quote(directory)} && sha256sum -- *").stdout
+    return {line.split()[1]: line.split()[0] for line in out.splitlines()}
+
+
+def test_worker_fetches_the_seeded_torrent(lab, converged):
+    local = lab.state_dir / "seeder" / f"{TORRENT_NAME}.torrent"
+    assert local.exists(), f"{local} missing: converge playbooks/lab_seeder.yml first"
+    target = f"/tmp/{TORRENT_NAME}.torrent"
+    run_on(lab, WORKER, f"cat > {target}", stdin=local.read_bytes())
+    torrent = info_hash(lab, target)
+    # Start from nothing: a previous run's copy is removed together with its data.
+    remote(lab, "-t", torrent, "--remove-and-delete", check=False)
+    deadline = time.monotonic() + 30
+    while torrent in remote(lab, "-t", torrent, "-i").stdout:
+        assert time.monotonic() < deadline, "old copy of the torrent was not removed"
+        time.sleep(0.5)
+    assert run_on(lab, WORKER, f"test -e {DOWNLOAD_DIR}/{TORRENT_NAME}", check=False).returncode
+
+    # A seeder that served this worker before remembers it as a seed (same address and port) and
+    # will not serve it again until it forgets; a fresh leecher is what this test is about.
+    run_on(lab, SEEDER, "systemctl restart transmission-daemon")
+    deadline = time.monotonic() + 60
+    while "Percent Done: 100%" not in seeder_remote(lab, "-t", torrent, "-i").stdout:
+        assert time.monotonic() < deadline, "the seeder does not have the whole torrent"
+        time.sleep(0.5)
+
+    t0 = time.monotonic()
+    remote(lab, "-a", target)
+    while True:
+        info = remote(lab, "-t", torrent, "-i").stdout
+        if "Percent Done: 100%" in info:
+            break
+        assert time.monotonic() - t0 < FETCH_BOUND, f"not complete in {FETCH_BOUND}s:\n{info}"
+        time.sleep(0.5)
+    seconds = time.monotonic() - t0
+    print(f"\nFIGURE worker fetched the seeded torrent in {seconds:.1f}s")
+
+    fetched = file_digests(lab, WORKER, f"{DOWNLOAD_DIR}/{TORRENT_NAME}")
+    seeded = file_digests(lab, SEEDER, f"{SEEDER_DATA}/{TORRENT_NAME}")
+    assert fetched == seeded and len(seeded) >= 2, (fetched, seeded)
+
+
+def rpc_request(url: str) -> int:
+    """POST a session-get without credentials; the HTTP status the daemon answers with."""
+    request = urllib.request.Request(url, data=b'{"method": "session-get"}', method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_rpc_whitelist_refuses_a_host_the_firewall_lets_through(lab, converged):
+    """The lab gateway passes the worker's firewall (lab inventory only) but is not whitelisted."""
+    address = lab.host(WORKER).address
+    assert rpc_request(f"http://{address}:{RPC_PORT}/transmission/rpc") == 403
+
+
+RPC_CLIENT = """
+import base64, json, sys, urllib.error, urllib.request
+url, auth = sys.argv[1], base64.b64encode(sys.stdin.readline().strip().encode()).decode()
+def post(headers):
+    req = urllib.request.Request(url, data=b'{"method": "session-get"}', headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), b""
+codes = [post({})[0]]
+status, headers, _ = post({"Authorization": "Basic " + auth})
+codes.append(status)
+sid = headers.get("X-Transmission-Session-Id", "")
+status, _, body = post({"Authorization": "Basic " + auth, "X-Transmission-Session-Id": sid})
+codes.append(status)
+print(json.dumps({"codes": codes, "result": json.loads(body or b"{}").get("result")}))
+"""
+
+
+@pytest.mark.parametrize("source", ["web1", "web2"])
+def test_rpc_serves_app_hosts_with_auth(lab, converged, source):
+    url = f"http://{lab.host(WORKER).address}:{RPC_PORT}/transmission/rpc"
+    out = run_on(
+        lab,
+        source,
+        f"python3 -c {shlex.quote(RPC_CLIENT)} {url}",
+        stdin=f"{RPC_USER}:{secret(lab, 'transmission_rpc')}\n",
+    ).stdout
+    answer = json.loads(out)
+    # No credentials: 401; credentials without the CSRF session id: 409; both: 200 success.
+    assert answer == {"codes": [401, 409, 200], "result": "success"}, answer
+
+
+@pytest.mark.parametrize("source", ["db1", "lb1"])
+def test_rpc_unreachable_from_hosts_outside_the_app(lab, converged, source):
+    assert not tcp_open(lab, source, WORKER, RPC_PORT)
+
+
+def test_peer_port_and_tracker_reachable_in_the_lab(lab, converged):
+    assert tcp_open(lab, WORKER, SEEDER, 51413)
+    assert tcp_open(lab, WORKER, SEEDER, 6969)
+    assert tcp_open(lab, SEEDER, WORKER, 51413)
+    # The seeder's RPC is loopback-only.
+    assert not tcp_open(lab, WORKER, SEEDER, RPC_PORT)
+
+
+def run_with(playbook: str, *extra: str) -> tuple[int, str]:
+    argv = [
+        str(REPO / ".venv/bin/ansible-playbook"),
+        "-i",
+        str(REPO / "inventory/lab"),
+        str(REPO / "playbooks" / playbook),
+        *extra,
+    ]
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("playbook", "extra", "variable"),
+    [
+        ("transmission.yml", {"transmission_rpc_port": "rpc"}, "transmission_rpc_port"),
+        (
+            "transmission.yml",
+            {"transmission_download_dir": "downloads"},
+            "transmission_download_dir",
+        ),
+        ("transmission.yml", {"transmission_peer_port": 9091}, "transmission_peer_port"),
+        (
+            "transmission.yml",
+            {"transmission_rpc_whitelist_groups": ["nosuchgroup"]},
+            "transmission_rpc_whitelist_groups",
+        ),
+        ("transmission.yml", {"transmission_dht_enabled": "maybe"}, "transmission_dht_enabled"),
+        ("lab_seeder.yml", {"lab_seeder_forbidden_groups": ["lab_seeders"]}, "lab_seeder"),
+        (
+            "lab_seeder.yml",
+            {"lab_seeder_files": [{"name": "../x", "size_kib": 1}]},
+            "lab_seeder_files",
+        ),
+    ],
+)
+def test_bad_variables_stop_before_any_change(lab, converged, playbook, extra, variable):
+    returncode, output = run_with(playbook, "-e", json.dumps(extra))
+    assert returncode != 0, output
+    assert variable in output, output
+    recap = parse_recap(output)
+    assert recap, output
+    assert sum(h["changed"] for h in recap.values()) == 0, recap
