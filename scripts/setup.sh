@@ -47,7 +47,9 @@ ensure_venv() {  # ensure_venv DIR REQUIREMENTS... : (re)install only when the p
 
 ensure_venv .venv requirements/control.txt
 # The suite's own library (fetchfleet/), importable by fab tasks and tests.
-.venv/bin/python -c 'import fetchfleet' 2>/dev/null ||
+# Checked from / (the checkout itself would be on sys.path as the current directory) and against
+# this checkout's path (a .venv copied from another clone points elsewhere).
+(cd / && "$OLDPWD/.venv/bin/python" -c 'import fetchfleet, sys; sys.exit(not fetchfleet.__file__.startswith(sys.argv[1]))' "$OLDPWD/") 2>/dev/null ||
   .venv/bin/pip install -q --no-deps -e . >/dev/null
 if [ -f app/requirements.lock ]; then
   ensure_venv .venv-app app/requirements.lock app/requirements-test.txt
