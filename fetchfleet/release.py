@@ -1,0 +1,190 @@
+"""Releases of the app: built once on the control machine, shipped as one artifact, installed offline.
+
+A release is the app's wheel plus a wheelhouse of its pinned dependencies (app/requirements.lock),
+packed as `<id>.tar.gz` under the release cache (/var/lib/fetchfleet/releases). The id is the UTC
+build time and the git commit: `20250101T120000Z-abc1234`. A second build of the same source
+reuses the cached artifact (looked up by source key: the commit, plus a digest of app/'s
+uncommitted changes if any), so every host of every deploy of a commit installs the same bytes.
+
+    python -m fetchfleet.release build [--json]   # build or reuse; prints the release
+    python -m fetchfleet.release list             # cached releases, newest first
+
+`playbooks/deploy.yml` calls `build --json`, then ships, installs, migrates and switches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fetchfleet.inventory import REPO
+
+CACHE = Path(os.environ.get("FETCHFLEET_RELEASE_CACHE", "/var/lib/fetchfleet/releases"))
+APP = REPO / "app"
+LOCK = "requirements.lock"
+
+
+class ReleaseError(Exception):
+    """A release could not be built; the message says which step and how to look closer."""
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str
+    source_key: str
+    commit: str
+    built_at: str
+    python: str
+    artifact: str
+    wheels: list[str]
+    build_seconds: float
+    reused: bool = False
+
+
+def _git(*args: str, repo: Path = REPO) -> str:
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ReleaseError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def source_key(repo: Path = REPO) -> tuple[str, str]:
+    """(short commit, key): the key is the commit, plus a digest of app/'s uncommitted changes so
+    an edited tree never reuses the artifact of its commit."""
+    commit = _git("rev-parse", "--short=7", "HEAD", repo=repo).strip()
+    dirty = _git("status", "--porcelain", "--untracked-files=all", "--", "app", repo=repo)
+    relevant = [
+        line[3:]
+        for line in dirty.splitlines()
+        if "__pycache__" not in line and "/build/" not in line and ".egg-info" not in line
+    ]
+    if not relevant:
+        return commit, commit
+    digest = hashlib.sha256(_git("diff", "HEAD", "--", "app", repo=repo).encode())
+    for name in sorted(relevant):
+        path = repo / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return commit, f"{commit}-dirty{digest.hexdigest()[:8]}"
+
+
+def release_id(key: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{key}"
+
+
+def cached(key: str, cache: Path = CACHE) -> Release | None:
+    """The newest cached release built from this source key, if its artifact is intact."""
+    for manifest in sorted(cache.glob(f"*-{key}.json"), reverse=True):
+        release = Release(**json.loads(manifest.read_text()))
+        if release.source_key == key and Path(release.artifact).is_file():
+            return Release(**{**asdict(release), "reused": True})
+    return None
+
+
+def releases(cache: Path = CACHE) -> list[Release]:
+    return [
+        Release(**json.loads(p.read_text())) for p in sorted(cache.glob("*.json"), reverse=True)
+    ]
+
+
+def _run(step: str, argv: list[str], cwd: Path) -> None:
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        output = (proc.stdout[-2000:] + proc.stderr[-2000:]).strip()
+        raise ReleaseError(f"{step} failed (exit {proc.returncode}): {' '.join(argv)}\n{output}")
+
+
+def build(
+    repo: Path = REPO, cache: Path = CACHE, python: str = sys.executable, force: bool = False
+) -> Release:
+    """Build the release of the current source, or return the cached one."""
+    commit, key = source_key(repo)
+    if not force and (hit := cached(key, cache)):
+        return hit
+    t0 = time.monotonic()
+    rid = release_id(key)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="release-", dir=cache) as tmp:
+        root = Path(tmp) / rid
+        wheelhouse = root / "wheelhouse"
+        wheelhouse.mkdir(parents=True)
+        pip = [python, "-m", "pip", "--disable-pip-version-check", "wheel", "-q"]
+        # "./app", never "app": a bare name is a requirement, and PyPI has an unrelated "app".
+        _run("app wheel", [*pip, "--no-deps", "-w", str(wheelhouse), "./app"], cwd=repo)
+        _run(
+            "dependency wheelhouse",
+            [*pip, "-w", str(wheelhouse), "-r", str(repo / "app" / LOCK)],
+            cwd=repo,
+        )
+        shutil.copy2(repo / "app" / LOCK, root / LOCK)
+        (root / "RELEASE").write_text(rid + "\n")
+        wheels = sorted(p.name for p in wheelhouse.glob("*.whl"))
+        if not any(w.startswith("cloudfetch-") for w in wheels):
+            raise ReleaseError(f"no cloudfetch wheel in the wheelhouse: {wheels}")
+        partial = cache / f".{rid}.tar.gz.part"
+        with tarfile.open(partial, "w:gz") as tar:
+            tar.add(root, arcname=rid)
+        artifact = cache / f"{rid}.tar.gz"
+        partial.rename(artifact)
+    version = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    release = Release(
+        id=rid,
+        source_key=key,
+        commit=commit,
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        python=version,
+        artifact=str(artifact),
+        wheels=wheels,
+        build_seconds=round(time.monotonic() - t0, 1),
+    )
+    # The manifest is written last: a release without one is not in the cache.
+    (cache / f"{rid}.json").write_text(json.dumps(asdict(release), indent=2) + "\n")
+    return release
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fetchfleet.release")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build the current source's release, or reuse the cached one")
+    b.add_argument("--json", action="store_true", help="print the release as JSON")
+    b.add_argument("--force", action="store_true", help="build even if cached")
+    b.add_argument("--python", default=sys.executable, help="interpreter whose pip builds")
+    sub.add_parser("list", help="cached releases, newest first")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            for r in releases():
+                print(f"{r.id}  python {r.python}  {len(r.wheels)} wheels  {r.artifact}")
+            return 0
+        t0 = time.monotonic()
+        release = build(python=args.python, force=args.force)
+    except ReleaseError as err:
+        print(f"release: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(asdict(release)))
+    else:
+        how = "reused" if release.reused else f"built in {release.build_seconds}s"
+        print(f"release {release.id}: {how} ({time.monotonic() - t0:.1f}s) -> {release.artifact}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
