@@ -1,7 +1,8 @@
 """RabbitMQ on a real lab host (mq1): guest gone, the app confined to its vhost, AMQP firewalled.
 
 Run: FETCHFLEET_LAB_KEEP=1 pytest tests/lab/test_rabbitmq.py -s
-(FETCHFLEET_SKIP_CONVERGE=1 skips the first converge while iterating.)
+The lab and the first converge (site.yml) come from tests/lab/conftest.py
+(FETCHFLEET_SKIP_CONVERGE=1 skips that converge while iterating).
 
 The AMQP client is pika on the control machine; the lab inventory (and only it) lets the lab's
 gateway reach 5672 for that (`rabbitmq_firewall_extra` in inventory/lab/group_vars/rabbitmq/).
@@ -20,18 +21,13 @@ import pika.exceptions
 import pytest
 
 from fetchfleet.inventory import REPO
-from fetchfleet.lab import Lab, load_lab, ssh_argv
-from fetchfleet.playbook import Recap, parse_recap, run_playbook
+from fetchfleet.lab import Lab, ssh_argv
+from fetchfleet.playbook import parse_recap, run_playbook
 
 PLAYBOOK = "rabbitmq.yml"
 BROKER = "mq1"
 APP, VHOST = "cloudfetch", "cloudfetch"
 AMQP_PORT = 5672
-
-
-@pytest.fixture(scope="module")
-def lab() -> Lab:
-    return load_lab("lab")
 
 
 def run_on(lab: Lab, name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -73,17 +69,6 @@ def tcp_open(lab: Lab, source: str, target: str, port: int) -> bool:
     # Exit 0/1 is the answer; anything else (a traceback exits 1 too, so stderr must be empty).
     assert proc.returncode in (0, 1) and not proc.stderr, f"{source}: probe failed: {proc.stderr}"
     return proc.returncode == 0
-
-
-@pytest.fixture(scope="module")
-def converged(lab: Lab) -> Recap | None:
-    """The first converge (cold on a fresh host); its time is a reported figure."""
-    if os.environ.get("FETCHFLEET_SKIP_CONVERGE") == "1":
-        return None
-    recap = run_playbook(PLAYBOOK)
-    print(f"\nFIGURE rabbitmq converge (mq1): {recap.seconds:.1f}s, changed={recap.changed}")
-    assert recap.ok, f"converging {PLAYBOOK} failed: {recap.hosts}"
-    return recap
 
 
 def test_second_converge_changes_nothing(converged):

@@ -1,7 +1,8 @@
 """Transmission on the worker, fetching a real torrent from the lab's seeder (seed1).
 
 Run: FETCHFLEET_LAB_KEEP=1 pytest tests/lab/test_transmission.py -s
-(FETCHFLEET_SKIP_CONVERGE=1 skips the first converge while iterating.)
+The lab and the first converge (site.yml) come from tests/lab/conftest.py
+(FETCHFLEET_SKIP_CONVERGE=1 skips that converge while iterating).
 
 The worker's RPC answers only the app hosts (web, workers, 127.0.0.1), so the fetch is driven with
 transmission-remote on worker1 against 127.0.0.1. The lab inventory (and only it) lets the lab's
@@ -24,8 +25,8 @@ import urllib.request
 import pytest
 
 from fetchfleet.inventory import REPO
-from fetchfleet.lab import Lab, load_lab, ssh_argv
-from fetchfleet.playbook import Recap, parse_recap, run_playbook
+from fetchfleet.lab import Lab, ssh_argv
+from fetchfleet.playbook import parse_recap, run_playbook
 
 WORKER, SEEDER = "worker1", "seed1"
 RPC_PORT = 9091
@@ -34,11 +35,6 @@ DOWNLOAD_DIR = "/srv/cloudfetch/shared/transmission"
 SEEDER_DATA = "/srv/lab-seeder/data"
 TORRENT_NAME = "fetchfleet-fixture"
 FETCH_BOUND = 180.0  # seconds for the worker to fetch the whole fixture (a few MiB in the lab)
-
-
-@pytest.fixture(scope="module")
-def lab() -> Lab:
-    return load_lab("lab")
 
 
 def run_on(
@@ -95,20 +91,6 @@ def tcp_open(lab: Lab, source: str, target: str, port: int) -> bool:
 
 def settings(lab: Lab, name: str) -> dict:
     return json.loads(run_on(lab, name, "cat /etc/transmission-daemon/settings.json").stdout)
-
-
-@pytest.fixture(scope="module")
-def converged(lab: Lab) -> dict[str, Recap] | None:
-    """First converge of the worker's Transmission and of the seeder; times are figures."""
-    if os.environ.get("FETCHFLEET_SKIP_CONVERGE") == "1":
-        return None
-    recaps = {}
-    for playbook in ("transmission.yml", "lab_seeder.yml"):
-        recap = run_playbook(playbook)
-        print(f"\nFIGURE converge {playbook}: {recap.seconds:.1f}s, changed={recap.changed}")
-        assert recap.ok, f"converging {playbook} failed: {recap.hosts}"
-        recaps[playbook] = recap
-    return recaps
 
 
 @pytest.mark.parametrize("playbook", ["transmission.yml", "lab_seeder.yml"])
