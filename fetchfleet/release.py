@@ -2,7 +2,7 @@
 
 A release is the app's wheel plus a wheelhouse of its pinned dependencies (app/requirements.lock),
 packed as `<id>.tar.gz` under the release cache (/var/lib/fetchfleet/releases). The id is the UTC
-build time and the git commit: `20250101T120000Z-abc1234`. A second build of the same source
+build time and the last git commit of app/: `20250101T120000Z-abc1234`. A second build of the same source
 reuses the cached artifact (looked up by source key: the commit, plus a digest of app/'s
 uncommitted changes if any), so every host of every deploy of a commit installs the same bytes.
 
@@ -60,15 +60,14 @@ def _git(*args: str, repo: Path = REPO) -> str:
 
 
 def source_key(repo: Path = REPO) -> tuple[str, str]:
-    """(short commit, key): the key is the commit, plus a digest of app/'s uncommitted changes so
-    an edited tree never reuses the artifact of its commit."""
-    commit = _git("rev-parse", "--short=7", "HEAD", repo=repo).strip()
+    """(short commit, key): the key is the last commit that changed app/ (commits elsewhere in the
+    repository do not change the release), plus a digest of app/'s uncommitted changes so an
+    edited tree never reuses the artifact of its commit."""
+    commit = _git("log", "-1", "--format=%h", "--abbrev=7", "--", "app", repo=repo).strip()
+    if not commit:
+        raise ReleaseError("app/ has no commit yet: commit the app before building a release")
     dirty = _git("status", "--porcelain", "--untracked-files=all", "--", "app", repo=repo)
-    relevant = [
-        line[3:]
-        for line in dirty.splitlines()
-        if "__pycache__" not in line and "/build/" not in line and ".egg-info" not in line
-    ]
+    relevant = [line[3:] for line in dirty.splitlines()]
     if not relevant:
         return commit, commit
     digest = hashlib.sha256(_git("diff", "HEAD", "--", "app", repo=repo).encode())
