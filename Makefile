@@ -28,11 +28,13 @@ lab-test: setup
 
 test: lint unit app-test lab-test
 
-# Bring the lab fleet up and run the suite's main job on it (for now: converge the fleet).
+# Bring the lab fleet up, converge it, deploy the app (playbooks/deploy.yml) and print its URL.
 lab: setup
 	fab lab.up
 	fab converge
+	ansible-playbook playbooks/deploy.yml
 	fab lab.status
+	fab lab.url
 
 lab-down: setup
 	fab lab.down

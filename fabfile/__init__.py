@@ -2,7 +2,7 @@
 
 fab lab.up | lab.down | lab.status | lab.ssh HOST | lab.reset HOST | lab.destroy HOST
 fab lab.stop HOST | lab.kill HOST | lab.start HOST | lab.cut HOST | lab.heal HOST
-fab lab.fill-disk HOST | lab.free-disk HOST
+fab lab.fill-disk HOST | lab.free-disk HOST | lab.url
 fab converge [--env lab] [--limit GROUP]
 """
 

@@ -6,7 +6,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from fetchfleet import lab as L
-from fetchfleet.inventory import InventoryError
+from fetchfleet.inventory import InventoryError, load_fleet
 
 
 def _lab():
@@ -112,3 +112,18 @@ def fill_disk(c, host, leave=0):
 def free_disk(c, host):
     """Undo lab.fill-disk."""
     _on_host(host, L.free_disk, "disk fill removed")
+
+
+@task
+def url(c):
+    """The app's address: the lab's load balancer (from the inventory's loadbalancers group)."""
+    try:
+        fleet = load_fleet("lab")
+    except InventoryError as err:
+        raise Exit(str(err), code=2) from err
+    balancers = fleet.group("loadbalancers")
+    if not balancers:
+        raise Exit("inventory lab has no loadbalancers host", code=2)
+    port = balancers[0].vars.get("nginx_lb_port", 80)
+    suffix = "" if int(port) == 80 else f":{port}"
+    print(f"cloudfetch is at http://{balancers[0].address}{suffix}/")
