@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import shlex
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import pytest
 
 from fetchfleet import lab as L
-from fetchfleet.inventory import load_fleet
+from fetchfleet.inventory import REPO, load_fleet
 from fetchfleet.playbook import Recap, run_playbook
 
 FLEET = load_fleet("lab")
@@ -280,3 +282,54 @@ def test_bad_variables_stop_before_any_change(deployed, limit, extra, variable):
     assert not recap.ok, f"web.yml accepted {extra}"
     assert recap.total("changed") == 0, recap.changed
     assert variable in recap.output, recap.output[-2000:]
+
+
+def _supervisor_play(tmp_path, state: str) -> subprocess.CompletedProcess:
+    """The supervisor role alone on web1 with one throwaway program (present or absent)."""
+    play = tmp_path / f"supervisor-{state}.yml"
+    program = {
+        "name": "fetchfleet-test-sleep",
+        "command": "/bin/sleep 3600",
+        "user": "nobody",
+        "state": state,
+    }
+    play.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "supervisor programs as data",
+                    "hosts": WEB[0],
+                    "gather_facts": False,
+                    "roles": [{"role": "supervisor", "supervisor_programs": [program]}],
+                }
+            ]
+        )
+    )
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", "inventory/lab", str(play)],
+        cwd=REPO,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_supervisor_programs_as_data_are_added_and_removed(deployed, host, tmp_path):
+    h = host(WEB[0])
+    added = _supervisor_play(tmp_path, "present")
+    assert added.returncode == 0, added.stdout[-2000:]
+    # supervisor reports STARTING until the program has stayed up for startsecs (3 s).
+    status = ""
+    for _ in range(20):
+        status = h.run("supervisorctl status fetchfleet-test-sleep").stdout
+        if "RUNNING" in status:
+            break
+        time.sleep(0.5)
+    assert "RUNNING" in status, status
+    assert "RUNNING" in h.run("supervisorctl status cloudfetch-web").stdout, "others untouched"
+    removed = _supervisor_play(tmp_path, "absent")
+    assert removed.returncode == 0, removed.stdout[-2000:]
+    assert not h.file("/etc/supervisor/conf.d/fetchfleet-test-sleep.conf").exists
+    assert "fetchfleet-test-sleep" not in h.run("supervisorctl status").stdout
+    assert "RUNNING" in h.run("supervisorctl status cloudfetch-web").stdout
