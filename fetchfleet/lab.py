@@ -720,16 +720,23 @@ def ssh(lab: Lab, host: LabHost, *command: str, check: bool = True) -> subproces
 
 
 def run_on(
-    lab: Lab, name: str, command: str, stdin: str | None = None, check: bool = True
+    lab: Lab, name: str, command: str, stdin: str | bytes | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:
-    """Run a shell command on a lab host; with check, a failure raises with its output."""
-    proc = subprocess.run(
+    """Run a shell command on a lab host (stdin keeps secrets off the command line); with
+    check, a failure raises with its output. Output is text; undecodable bytes are replaced."""
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    raw = subprocess.run(
         ssh_argv(lab, lab.host(name), command),
-        input=stdin,
+        input=data,
         capture_output=True,
-        text=True,
         check=False,
         timeout=600,
+    )
+    proc = subprocess.CompletedProcess(
+        raw.args,
+        raw.returncode,
+        raw.stdout.decode(errors="replace"),
+        raw.stderr.decode(errors="replace"),
     )
     if check and proc.returncode != 0:
         output = (proc.stdout[-1500:] + proc.stderr[-1500:]).strip()
@@ -744,7 +751,11 @@ def tcp_open(lab: Lab, source: str, target: str, port: int, timeout: float = 2.0
         f"s = socket.socket(); s.settimeout({timeout})\n"
         f"sys.exit(0 if s.connect_ex(({lab.host(target).address!r}, {port})) == 0 else 1)\n"
     )
-    return run_on(lab, source, f"python3 -c {shlex.quote(probe)}", check=False).returncode == 0
+    proc = run_on(lab, source, f"python3 -c {shlex.quote(probe)}", check=False)
+    # 0 or 1 is the answer; anything else, or a traceback, means the probe itself failed.
+    if proc.returncode not in (0, 1) or proc.stderr.strip():
+        raise LabError(f"TCP probe to {target}:{port} failed: {proc.stderr.strip()}", source)
+    return proc.returncode == 0
 
 
 def secret(name: str, env: str = "lab") -> str:

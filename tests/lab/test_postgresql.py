@@ -9,7 +9,6 @@ Figures (converge time, replica build time, lag under pgbench) are printed with 
 from __future__ import annotations
 
 import shlex
-import subprocess
 import threading
 import time
 import uuid
@@ -17,7 +16,7 @@ import uuid
 import psycopg
 import pytest
 
-from fetchfleet.lab import ssh_argv
+from fetchfleet.lab import run_on, secret, tcp_open
 from fetchfleet.playbook import Recap, run_playbook
 from fetchfleet.postgres import ReplicaLag, connect, replication_lag
 
@@ -26,24 +25,10 @@ PRIMARY, REPLICA = "db1", "db2"
 REPLICATION_BOUND = 10.0  # seconds for a committed row to show up on the replica
 
 
-def run_on(lab, name: str, command: str, stdin: str | None = None, check: bool = True):
-    """Run a shell command on a lab host; stdin keeps secrets off the command line."""
-    argv = ssh_argv(lab, lab.host(name), command)
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=180)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{name}: `{command}` failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
 def psql(lab, name: str, sql: str, db: str = "postgres") -> str:
     """psql -At as the postgres superuser over the host's Unix socket (peer auth)."""
     cmd = f"runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -At -d {db} -c {shlex.quote(sql)}"
     return run_on(lab, name, cmd).stdout.strip()
-
-
-def secret(lab, name: str) -> str:
-    """A lab secret as the inventory's password lookup created it."""
-    return (lab.state_dir / "secrets" / name).read_text().split()[0]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +42,7 @@ def tier(lab, converged) -> Recap:
 
 
 def monitor(lab, name: str) -> psycopg.Connection:
-    return connect(lab.host(name).address, "fetchfleet_monitor", secret(lab, "postgresql_monitor"))
+    return connect(lab.host(name).address, "fetchfleet_monitor", secret("postgresql_monitor"))
 
 
 def lag_of_replica(lab) -> ReplicaLag:
@@ -65,19 +50,6 @@ def lag_of_replica(lab) -> ReplicaLag:
         rows = replication_lag(primary, replica)
     assert [r.name for r in rows] == [REPLICA], rows
     return rows[0]
-
-
-def tcp_open(lab, source: str, target: str, port: int) -> bool:
-    """Whether `source` can open a TCP connection to target:port (3 s timeout)."""
-    address = lab.host(target).address
-    probe = (
-        "import socket, sys\n"
-        "try:\n"
-        f"    socket.create_connection(({address!r}, {port}), timeout=3).close()\n"
-        "except OSError:\n"
-        "    sys.exit(1)\n"
-    )
-    return run_on(lab, source, "python3 -", stdin=probe, check=False).returncode == 0
 
 
 def test_converge(tier):
@@ -152,7 +124,7 @@ def _app_psql(lab, source: str, port: int, password: str, sql: str):
 
 
 def test_app_role_connects_through_pgbouncer(lab, psql_on_web1):
-    password = secret(lab, "postgresql_app")
+    password = secret("postgresql_app")
     # pgbouncer talks to the server over loopback: inet_server_addr() shows the path taken.
     proc = _app_psql(lab, psql_on_web1, 6432, password, "SELECT current_user, inet_server_addr()")
     assert proc.returncode == 0, proc.stderr
@@ -279,7 +251,7 @@ def test_replica_is_not_wiped_when_it_holds_a_read_write_cluster(lab, tier, caps
 
 def test_no_plaintext_secret_on_disk_for_pgbouncer(lab, tier):
     userlist = run_on(lab, PRIMARY, "cat /etc/pgbouncer/userlist.txt").stdout
-    assert secret(lab, "postgresql_app") not in userlist
+    assert secret("postgresql_app") not in userlist
     assert '"cloudfetch" "SCRAM-SHA-256$' in userlist
     mode = run_on(lab, PRIMARY, "stat -c '%a %U' /etc/pgbouncer/userlist.txt").stdout.split()
     assert mode == ["640", "postgres"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import uuid
 
@@ -21,26 +20,13 @@ import pika.exceptions
 import pytest
 
 from fetchfleet.inventory import REPO
-from fetchfleet.lab import Lab, ssh_argv
+from fetchfleet.lab import Lab, run_on, secret, tcp_open
 from fetchfleet.playbook import parse_recap, run_playbook
 
 PLAYBOOK = "rabbitmq.yml"
 BROKER = "mq1"
 APP, VHOST = "cloudfetch", "cloudfetch"
 AMQP_PORT = 5672
-
-
-def run_on(lab: Lab, name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
-    argv = ssh_argv(lab, lab.host(name), command)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{name}: `{command}` failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def secret(lab: Lab, name: str) -> str:
-    """A lab secret as the inventory's password lookup created it."""
-    return (lab.state_dir / "secrets" / name).read_text().split()[0]
 
 
 def amqp(lab: Lab, user: str, password: str, vhost: str) -> pika.BlockingConnection:
@@ -54,21 +40,6 @@ def amqp(lab: Lab, user: str, password: str, vhost: str) -> pika.BlockingConnect
         blocked_connection_timeout=10,
     )
     return pika.BlockingConnection(params)
-
-
-def tcp_open(lab: Lab, source: str, target: str, port: int) -> bool:
-    """Whether `source` can open a TCP connection to target:port (3 s timeout), run on source."""
-    address = lab.host(target).address
-    probe = (
-        "import socket, sys\n"
-        "s = socket.socket()\n"
-        "s.settimeout(3)\n"
-        f"sys.exit(0 if s.connect_ex(({address!r}, {port})) == 0 else 1)\n"
-    )
-    proc = run_on(lab, source, f"python3 -c {shlex.quote(probe)}", check=False)
-    # Exit 0/1 is the answer; anything else (a traceback exits 1 too, so stderr must be empty).
-    assert proc.returncode in (0, 1) and not proc.stderr, f"{source}: probe failed: {proc.stderr}"
-    return proc.returncode == 0
 
 
 def test_second_converge_changes_nothing(converged):
@@ -94,7 +65,7 @@ def test_guest_login_over_amqp_fails(lab, converged):
 def test_app_publishes_and_consumes_on_its_vhost(lab, converged):
     queue = f"cloudfetch.test-{uuid.uuid4().hex[:8]}"
     body = f"transfer {uuid.uuid4()}".encode()
-    connection = amqp(lab, APP, secret(lab, "rabbitmq_cloudfetch"), VHOST)
+    connection = amqp(lab, APP, secret("rabbitmq_cloudfetch"), VHOST)
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -118,7 +89,7 @@ def test_app_publishes_and_consumes_on_its_vhost(lab, converged):
 
 def test_app_is_refused_on_another_vhost(lab, converged):
     with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
-        amqp(lab, APP, secret(lab, "rabbitmq_cloudfetch"), "/")
+        amqp(lab, APP, secret("rabbitmq_cloudfetch"), "/")
 
 
 def test_wrong_password_is_refused(lab, converged):

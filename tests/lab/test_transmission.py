@@ -25,7 +25,7 @@ import urllib.request
 import pytest
 
 from fetchfleet.inventory import REPO
-from fetchfleet.lab import Lab, ssh_argv
+from fetchfleet.lab import Lab, run_on, secret, tcp_open
 from fetchfleet.playbook import parse_recap, run_playbook
 
 WORKER, SEEDER = "worker1", "seed1"
@@ -37,25 +37,6 @@ TORRENT_NAME = "fetchfleet-fixture"
 FETCH_BOUND = 180.0  # seconds for the worker to fetch the whole fixture (a few MiB in the lab)
 
 
-def run_on(
-    lab: Lab, name: str, command: str, stdin: str | bytes | None = None, check: bool = True
-) -> subprocess.CompletedProcess:
-    """Run a shell command on a lab host; stdin keeps secrets off the command line."""
-    argv = ssh_argv(lab, lab.host(name), command)
-    data = stdin.encode() if isinstance(stdin, str) else stdin
-    proc = subprocess.run(argv, input=data, capture_output=True, timeout=180)
-    out = subprocess.CompletedProcess(
-        argv, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode()
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"{name}: `{command}` failed ({out.returncode}): {out.stderr}")
-    return out
-
-
-def secret(lab: Lab, name: str) -> str:
-    return (lab.state_dir / "secrets" / name).read_text().split()[0]
-
-
 def remote(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """transmission-remote on the worker against its own daemon (127.0.0.1 is whitelisted)."""
     command = (
@@ -63,7 +44,7 @@ def remote(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProc
         + shlex.join(args)
     )
     return run_on(
-        lab, WORKER, command, stdin=f"{RPC_USER}:{secret(lab, 'transmission_rpc')}\n", check=check
+        lab, WORKER, command, stdin=f"{RPC_USER}:{secret('transmission_rpc')}\n", check=check
     )
 
 
@@ -73,20 +54,7 @@ def seeder_remote(lab: Lab, *args: str) -> subprocess.CompletedProcess:
         "read -r TR_AUTH; export TR_AUTH; transmission-remote 127.0.0.1:9091 --authenv "
         + shlex.join(args)
     )
-    return run_on(lab, SEEDER, command, stdin=f"seeder:{secret(lab, 'lab_seeder_rpc')}\n")
-
-
-def tcp_open(lab: Lab, source: str, target: str, port: int) -> bool:
-    address = lab.host(target).address
-    probe = (
-        "import socket, sys\n"
-        "s = socket.socket()\n"
-        "s.settimeout(3)\n"
-        f"sys.exit(0 if s.connect_ex(({address!r}, {port})) == 0 else 1)\n"
-    )
-    proc = run_on(lab, source, f"python3 -c {shlex.quote(probe)}", check=False)
-    assert proc.returncode in (0, 1) and not proc.stderr, f"{source}: probe failed: {proc.stderr}"
-    return proc.returncode == 0
+    return run_on(lab, SEEDER, command, stdin=f"seeder:{secret('lab_seeder_rpc')}\n")
 
 
 def settings(lab: Lab, name: str) -> dict:
@@ -111,7 +79,7 @@ def test_worker_settings(lab, converged):
     password = current["rpc-password"]
     assert re.fullmatch(r"\{[0-9a-f]{40}.{8}", password), password
     salt = password[41:]
-    plain = secret(lab, "transmission_rpc")
+    plain = secret("transmission_rpc")
     assert hashlib.sha1((plain + salt).encode()).hexdigest() == password[1:41]
     assert current["dht-enabled"] is False and current["lpd-enabled"] is False
     assert current["download-dir"] == DOWNLOAD_DIR
@@ -227,7 +195,7 @@ def test_rpc_serves_app_hosts_with_auth(lab, converged, source):
         lab,
         source,
         f"python3 -c {shlex.quote(RPC_CLIENT)} {url}",
-        stdin=f"{RPC_USER}:{secret(lab, 'transmission_rpc')}\n",
+        stdin=f"{RPC_USER}:{secret('transmission_rpc')}\n",
     ).stdout
     answer = json.loads(out)
     # No credentials: 401; credentials without the CSRF session id: 409; both: 200 success.
