@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 
 import pytest
@@ -29,6 +30,28 @@ SKIP_CONVERGE = os.environ.get("FETCHFLEET_SKIP_CONVERGE") == "1"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "converge_again: runs after every other lab test")
+
+
+_FIGURES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Tests print measurements as `FIGURE ...` lines; they are gathered for the summary.
+    A test's teardown report carries the output of all its phases, so only that one is read."""
+    if report.when != "teardown":
+        return
+    _FIGURES.extend(
+        line.removeprefix("FIGURE ").strip()
+        for line in report.capstdout.splitlines()
+        if line.startswith("FIGURE ")
+    )
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if _FIGURES:
+        terminalreporter.section("lab figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -46,9 +69,15 @@ def lab() -> L.Lab:
             L.preflight()
             for host in lab.hosts:
                 L.destroy_host(lab, host.name)
-        L.up(lab)
+        cached = (lab.state_dir / "base" / L.base_id(L.base_recipe())).exists()
+        t0 = time.monotonic()
+        booted = L.up(lab)
     except L.LabError as err:
         pytest.fail(f"the lab is needed for this test and could not come up:\n{err}")
+    print(
+        f"\nFIGURE lab.up: {time.monotonic() - t0:.1f}s (base image {'cached' if cached else 'built'}); "
+        f"{len(booted)} hosts booted, slowest answered SSH after {max(booted.values(), default=0):.1f}s"
+    )
     yield lab
     if KEEP:
         return
@@ -77,7 +106,9 @@ def converged(lab: L.Lab) -> Recap | None:
         return None
     recap = run_playbook("site.yml", echo=False)
     assert recap.ok, f"site.yml failed: {recap.hosts}"
-    print(f"\ncold converge of site.yml: {recap.seconds:.1f}s, changed={recap.total('changed')}")
+    print(
+        f"\nFIGURE cold converge of site.yml: {recap.seconds:.1f}s, changed={recap.total('changed')}"
+    )
     return recap
 
 

@@ -28,7 +28,7 @@ def test_up_twice_does_nothing_the_second_time(lab):
     before = {h.name: L._record(lab, h.name)["nspawn"] for h in lab.hosts}
     t0 = time.monotonic()
     assert L.up(lab) == {}
-    print(f"\nsecond lab.up: {time.monotonic() - t0:.2f}s")
+    print(f"\nFIGURE second lab.up: {time.monotonic() - t0:.2f}s")
     assert {h.name: L._record(lab, h.name)["nspawn"] for h in lab.hosts} == before
     assert lab.known_hosts.read_text() == known_hosts
 
@@ -49,7 +49,7 @@ def test_reset_gives_a_fresh_empty_root(lab, converged):
     L.run_on(lab, name, "echo old > /root/marker")
     machine_id = L.run_on(lab, name, "cat /etc/machine-id").stdout
     took = L.reset(lab, name)
-    print(f"\nfresh box {name}: booted in {took:.1f}s")
+    print(f"\nFIGURE fresh box {name}: booted in {took:.1f}s")
     assert L.run_on(lab, name, "test -e /root/marker", check=False).returncode == 1
     assert L.run_on(lab, name, "cat /etc/machine-id").stdout != machine_id
     assert (

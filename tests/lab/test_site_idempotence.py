@@ -9,6 +9,8 @@ from fetchfleet.playbook import run_playbook
 def test_second_converge_of_site_changes_nothing(lab, converged):
     recap = run_playbook("site.yml", echo=False)
     assert recap.ok, f"second converge failed: {recap.hosts}"
-    print(f"\nsecond converge of site.yml: {recap.seconds:.1f}s, changed={recap.total('changed')}")
+    print(
+        f"\nFIGURE second converge of site.yml: {recap.seconds:.1f}s, changed={recap.total('changed')}"
+    )
     assert recap.changed == {}, f"second converge changed things: {recap.changed}"
     assert set(recap.hosts) == {h.name for h in lab.hosts}

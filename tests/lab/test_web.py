@@ -69,7 +69,7 @@ def deployed(lab, converged) -> dict:
     """A release deployed by playbooks/deploy.yml (build cached per app/ commit)."""
     recap = run_playbook("deploy.yml", echo=False)
     assert recap.ok, f"deploy.yml failed: {recap.hosts}\n{recap.output[-3000:]}"
-    print(f"\ndeploy.yml: {recap.seconds:.1f}s, changed={recap.total('changed')}")
+    print(f"\nFIGURE deploy.yml: {recap.seconds:.1f}s, changed={recap.total('changed')}")
     version = http("GET", "/version")
     assert version.status == 200, version
     return {"release": version.json()["release"], "recap": recap}
@@ -235,7 +235,7 @@ def test_a_dead_web_host_does_not_break_gets(lab, deployed):
             assert resp.status == 200, f"GET failed while {victim} is dead: {resp}"
             served_by.append(resp.headers["x-cloudfetch-web"])
         assert victim not in served_by
-        print(f"\n40 GETs with {victim} dead: {time.monotonic() - t0:.1f}s")
+        print(f"\nFIGURE 40 GETs with {victim} dead: {time.monotonic() - t0:.1f}s")
     finally:
         L.up(lab, [victim])
     # supervisor starts gunicorn again at boot, and the load balancer uses the host again.
@@ -252,14 +252,14 @@ def test_a_dead_web_host_does_not_break_gets(lab, deployed):
 def test_second_converge_of_the_web_tier_changes_nothing(deployed):
     recap = run_playbook("web.yml", echo=False)
     assert recap.ok, recap.output[-3000:]
-    print(f"\nweb.yml second converge: {recap.seconds:.1f}s")
+    print(f"\nFIGURE web.yml second converge: {recap.seconds:.1f}s")
     assert recap.total("changed") == 0, recap.changed
 
 
 def test_redeploying_the_same_release_changes_nothing(deployed):
     recap: Recap = run_playbook("deploy.yml", echo=False)
     assert recap.ok, recap.output[-3000:]
-    print(f"\ndeploy.yml again (cached build, installed release): {recap.seconds:.1f}s")
+    print(f"\nFIGURE deploy.yml again (cached build, installed release): {recap.seconds:.1f}s")
     assert recap.total("changed") == 0, recap.changed
     assert http("GET", "/version").json()["release"] == deployed["release"]
 
