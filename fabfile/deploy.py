@@ -46,12 +46,22 @@ def _report(what, func, *args, **kwargs):
         "message": "why (recorded in the lock and the audit log)",
         "batch-size": "web hosts switched at a time (default: deploy_batch_size or 1)",
         "keep": "releases kept per host (default 5; never current or previous)",
+        "fresh": "build anew even if this source was built: a new release id of the same code",
     },
 )
-def deploy(c, env="lab", ref=None, message="", batch_size=None, keep=D.KEEP_RELEASES):
+def deploy(c, env="lab", ref=None, message="", batch_size=None, keep=D.KEEP_RELEASES, fresh=False):
     """Build once, ship and install everywhere, migrate once, switch host by host behind a gate."""
     size = int(batch_size) if batch_size is not None else None
-    _report("deploy", D.deploy, env=env, ref=ref, message=message, batch_size=size, keep=int(keep))
+    _report(
+        "deploy",
+        D.deploy,
+        env=env,
+        ref=ref,
+        message=message,
+        batch_size=size,
+        keep=int(keep),
+        force_build=fresh,
+    )
 
 
 @task(help={"env": "inventory (default: lab)", "message": "why the lock is held"})

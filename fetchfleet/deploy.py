@@ -481,14 +481,23 @@ def resolve_ref(repo: Path, ref: str) -> str:
 
 
 def dirty_paths(repo: Path) -> list[str]:
+    """Uncommitted changes to app/, the only part of the tree a release is built from."""
     proc = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "app"],
         cwd=repo,
         capture_output=True,
         text=True,
         check=True,
     )
     return [line[3:] for line in proc.stdout.splitlines()]
+
+
+def check_clean(repo: Path, ref: str) -> None:
+    if dirty := dirty_paths(repo):
+        raise DeployError(
+            f"the working tree has uncommitted changes ({', '.join(dirty[:5])}); commit or stash "
+            f"them before deploying --ref {ref}"
+        )
 
 
 def build_release(
@@ -499,11 +508,7 @@ def build_release(
     if ref is None:
         return R.build(repo=repo, cache=cache, force=force)
     sha = resolve_ref(repo, ref)
-    if dirty := dirty_paths(repo):
-        raise DeployError(
-            f"the working tree has uncommitted changes ({', '.join(dirty[:5])}); commit or stash "
-            f"them before deploying --ref {ref}"
-        )
+    check_clean(repo, ref)
     with tempfile.TemporaryDirectory(prefix="fetchfleet-ref-") as tmp:
         subprocess.run(
             ["git", "clone", "--quiet", "--shared", "--no-checkout", str(repo), tmp],
@@ -668,7 +673,14 @@ def restart_programs(host: Host, programs: list[str]) -> None:
         raise DeployError(
             "no cloudfetch program declared to supervisor (converge web.yml)", host.name, "restart"
         )
-    proc = Remote(host).run("supervisorctl restart " + " ".join(programs), check=False, timeout=700)
+    # The output is captured on the host first: if this control machine dies mid-restart, a closed
+    # ssh pipe must not kill supervisorctl between its stop and its start.
+    names = " ".join(shlex.quote(p) for p in programs)
+    proc = Remote(host).run(
+        f'out=$(supervisorctl restart {names} 2>&1); rc=$?; echo "$out"; exit $rc',
+        check=False,
+        timeout=700,
+    )
     if proc.returncode != 0 or "ERROR" in proc.stdout:
         raise DeployError(
             f"supervisorctl restart: {proc.stdout.strip()} {proc.stderr.strip()}",
@@ -990,6 +1002,7 @@ def deploy(
     plan_ = plan(fleet, batch_size)
     if ref is not None:
         resolve_ref(repo, ref)
+        check_clean(repo, ref)
     states = preflight(plan_, clock)
     lock, info = _locked(plan_, "deploy", ref or "working tree", message)
     report = Report(env, "deploy", "")
