@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from cloudfetch import services
+from cloudfetch import services, tasks
 from cloudfetch.config import Settings
 from cloudfetch.models import StoredFile
 from cloudfetch.web import create_app
@@ -122,6 +122,16 @@ def test_delete_removes_row_bytes_empty_dirs_and_index_entry(
             client.delete(f"/api/files/{alice_files[path]}", headers=alice.headers).status_code
             == 204
         )
+    # The rows are gone at once; the bytes are removed by a task on a worker, where they live.
+    removals = queued("transfers")
+    assert removals == [
+        ("cloudfetch.remove_stored_files", [alice.id, ["Show/S01/e01.mkv"]]),
+        ("cloudfetch.remove_stored_files", [alice.id, ["Show/S01/e02.mkv"]]),
+    ]
+    assert (user_dir / "Show/S01/e01.mkv").exists()
+    for _, args in removals:
+        tasks.remove_stored_files.apply(args=args)
+        tasks.remove_stored_files.apply(args=args)  # delivered twice (late acks): harmless
     assert not (user_dir / "Show/S01").exists()
     assert (user_dir / "Show/cover 100%.jpg").exists()
     assert client.get("/api/files?path=Show", headers=alice.headers).get_json()["dirs"] == []

@@ -3,6 +3,7 @@ served by a local HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import replace
@@ -53,7 +54,12 @@ def test_url_download_lands_in_user_storage(
     done = transfer(transfer_id)
     assert (done.state, done.progress, done.bytes_total) == ("completed", 1.0, len(content))
     assert files_of(alice) == [("big buck.mkv", len(content))]
-    assert (settings.user_dir(alice.id) / "big buck.mkv").read_bytes() == content
+    stored = settings.user_dir(alice.id) / "big buck.mkv"
+    assert stored.read_bytes() == content
+    # An ordinary file (not mkstemp's 0600): the storage's nginx and the backups read it.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stored.stat().st_mode & 0o777 == 0o666 & ~umask
     assert no_leftovers(settings)
     [(_, [file_ids])] = queued("index")
     assert queued("media") == [("cloudfetch.make_thumbnail", file_ids)]

@@ -47,6 +47,12 @@ def check_public_host(url: str) -> None:
             raise FetchError(f"{host} resolves to non-public address {address}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _file_name(response: requests.Response) -> str:
     match = _DISPOSITION_NAME.search(response.headers.get("Content-Disposition", ""))
     if match:
@@ -82,6 +88,9 @@ def download(
         if total is not None and total > max_bytes:
             raise FetchError(f"file is {total} bytes, the limit is {max_bytes}")
         handle, temp_name = tempfile.mkstemp(dir=directory, prefix=".fetch-")
+        # mkstemp makes the file 0600; a stored file is an ordinary file that the storage's
+        # nginx and the backup server read, so it gets the mode the umask gives any new file.
+        os.fchmod(handle, 0o666 & ~_umask())
         size = 0
         try:
             with os.fdopen(handle, "wb") as out:

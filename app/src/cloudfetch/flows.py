@@ -28,7 +28,7 @@ from cloudfetch.models import (
 )
 from cloudfetch.search import FileIndex, SearchUnavailable
 from cloudfetch.sources import InvalidSource, check_url, magnet_info_hash
-from cloudfetch.storage import UnsafePath, remove_file, resolve_inside, safe_relative_path
+from cloudfetch.storage import UnsafePath, resolve_inside, safe_relative_path
 
 log = logging.getLogger(__name__)
 
@@ -305,14 +305,12 @@ def delete_file(db: Session, settings: Settings, user: User, file_id: int) -> No
     path, thumbnail = stored.path, stored.thumbnail_path
     db.delete(stored)
     db.commit()
-    # Bytes go after the row: a failure here leaves an unlisted file, never a listed file
-    # without bytes.
-    user_dir = settings.user_dir(user.id)
-    for relative in filter(None, (path, thumbnail)):
-        try:
-            remove_file(user_dir, relative)
-        except (OSError, UnsafePath) as exc:
-            log.error("file %s row deleted but %s stays on disk: %s", file_id, relative, exc)
+    # Bytes go after the row (a failure leaves an unlisted file, never a listed file without
+    # bytes), and on a worker: the storage lives there, not on the web host taking this request.
+    try:
+        tasks.remove_stored_files.delay(user.id, [p for p in (path, thumbnail) if p])
+    except Exception as exc:
+        log.error("file %s row deleted but its bytes stay on disk: %s", file_id, exc)
     try:
         tasks.unindex_files.delay([file_id])
     except Exception as exc:

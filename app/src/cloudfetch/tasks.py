@@ -21,7 +21,13 @@ from cloudfetch import fetch, media, services
 from cloudfetch.config import Settings
 from cloudfetch.models import MediaState, StoredFile, Transfer, TransferKind, TransferState
 from cloudfetch.search import SearchUnavailable
-from cloudfetch.storage import UnsafePath, move_into, resolve_inside, safe_relative_path
+from cloudfetch.storage import (
+    UnsafePath,
+    move_into,
+    remove_file,
+    resolve_inside,
+    safe_relative_path,
+)
 from cloudfetch.storage import unique_destination as free_name
 from cloudfetch.torrents import TorrentClientError
 
@@ -338,6 +344,18 @@ def index_files(file_ids: list[int]) -> None:
 )
 def unindex_files(file_ids: list[int]) -> None:
     services.current().file_index().remove(file_ids)
+
+
+@celery_app.task(name="cloudfetch.remove_stored_files")
+def remove_stored_files(user_id: int, paths: list[str]) -> None:
+    """Delete the bytes of deleted files, and the folders they leave empty. Runs on a worker
+    (queue transfers), where the storage is; running it twice is harmless."""
+    user_dir = services.current().settings.user_dir(user_id)
+    for relative in paths:
+        try:
+            remove_file(user_dir, relative)
+        except (OSError, UnsafePath) as exc:
+            log.error("user %s: %s stays on disk: %s", user_id, relative, exc)
 
 
 @celery_app.task(name="cloudfetch.make_thumbnail")
