@@ -675,7 +675,7 @@ def wait_until_up(lab: Lab, host: LabHost, since: float) -> float:
         if "leader" not in record and (leader := _leader(nspawn)):
             record["leader"] = leader
             _save_record(lab, name, record)
-        if _ssh_ready(lab, host) and ssh(lab, host, "true", check=False).returncode == 0:
+        if _ssh_ready(lab, host) and run_on(lab, host.name, "true", check=False).returncode == 0:
             return time.monotonic() - since
         time.sleep(0.3)
     tail = lab.console_log(name).read_text()[-1500:]
@@ -705,18 +705,6 @@ def ssh_argv(lab: Lab, host: LabHost, *command: str, batch: bool = True) -> list
         f"root@{host.address}",
         *command,
     ]
-
-
-def ssh(lab: Lab, host: LabHost, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        ssh_argv(lab, host, *command), capture_output=True, text=True, check=False
-    )
-    if check and proc.returncode != 0:
-        raise LabError(
-            f"`{' '.join(command)}` exited {proc.returncode}: {proc.stderr.strip()[-300:]}",
-            host.name,
-        )
-    return proc
 
 
 def run_on(

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from fetchfleet.inventory import REPO, load_fleet
-from fetchfleet.lab import ssh
+from fetchfleet.lab import run_on
 from fetchfleet.playbook import Recap, parse_recap, run_playbook
 
 PORT = 8983
@@ -61,7 +61,7 @@ def _tool(name: str) -> str:
 
 
 def _on(lab, name: str, command: str) -> subprocess.CompletedProcess:
-    return ssh(lab, lab.host(name), command, check=False)
+    return run_on(lab, name, command, check=False)
 
 
 def _http(url: str, body: object | None = None) -> dict:
