@@ -1,0 +1,223 @@
+"""`fab deploy` on the lab, under load through the load balancer: a new release rolls out with no
+failed request; a broken one is rolled back by itself with /version unchanged everywhere; a held
+lock refuses a second deploy; rollback; keep-N; a deploy killed mid-rollout leaves every host on a
+working release and its lock reported stale.
+
+    FETCHFLEET_LAB_KEEP=1 FETCHFLEET_SKIP_CONVERGE=1 pytest tests/lab/test_deploy.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fetchfleet import deploy as D
+from fetchfleet import lab as L
+from fetchfleet.inventory import REPO, load_fleet
+from fetchfleet.loadgen import Load
+
+FLEET = load_fleet("lab")
+LB = FLEET.group("loadbalancers")[0]
+BASE = f"http://{LB.address}"
+WEB = [h.name for h in FLEET.group("web")]
+APP = WEB + [h.name for h in FLEET.group("workers")]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def versions_through_lb(n: int = 12) -> set[str]:
+    """Releases the load balancer's answers name (round robin reaches every web host)."""
+    import urllib.request
+
+    seen = set()
+    for _ in range(n):
+        with urllib.request.urlopen(BASE + "/version", timeout=10) as resp:
+            seen.add(json.loads(resp.read())["release"])
+    return seen
+
+
+def current_everywhere() -> dict[str, str | None]:
+    return {h.name: D.host_state(h)["current"] for h in FLEET.hosts if h.name in APP}
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    """A clone of this repository's HEAD: other people's uncommitted app/ edits stay out."""
+    clone = tmp_path_factory.mktemp("clean") / "repo"
+    subprocess.run(["git", "clone", "--quiet", "--shared", str(REPO), str(clone)], check=True)
+    return clone
+
+
+@pytest.fixture(scope="module")
+def first_release(lab, converged, clean) -> str:
+    """A release deployed to every app host (through fab deploy: builds or reuses the cache)."""
+    D.undrain_all(D.plan(FLEET))
+    if D.lock_status("lab")[0] is not None:
+        D.unlock("lab")
+    report = D.deploy(repo=clean, message="test_deploy: baseline", out=print)
+    return report.release
+
+
+def test_a_new_release_rolls_out_with_no_failed_request(
+    lab, first_release, clean, monkeypatch
+) -> None:
+    monkeypatch.setenv("FETCHFLEET_DEPLOYER", "test_deploy@lab")
+    with Load(BASE, rate=30, threads=3) as load:
+        time.sleep(2)
+        report = D.deploy(repo=clean, force_build=True, message="a new release", out=print)
+        time.sleep(2)
+    stats = load.stats
+    print(D.summary(report))
+    print(
+        f"FIGURE deploy under load: {report.seconds:.1f}s wall; {stats.line()}; steps {report.steps}"
+    )
+    assert report.release != first_release and report.result == "ok"
+    assert stats.lost == 0, stats.failures
+    assert stats.sent > 100
+    assert set(current_everywhere().values()) == {report.release}
+    assert versions_through_lb() == {report.release}
+    assert D.lock_status("lab") == (None, None)
+    last = D.read_audit(D.control_audit_path("lab"))[-1]
+    assert (last["action"], last["release"], last["result"], last["who"]) == (
+        "deploy",
+        report.release,
+        "ok",
+        "test_deploy@lab",
+    )
+    assert last["message"] == "a new release" and last["previous"] == first_release
+    for name in APP:
+        record = json.loads(L.run_on(lab, name, "tail -n 1 /srv/cloudfetch/revisions.log").stdout)
+        assert (record["host"], record["release"], record["result"]) == (name, report.release, "ok")
+
+
+@pytest.fixture(scope="module")
+def broken_ref(tmp_path_factory) -> tuple[Path, str]:
+    """A clone of this repository with one commit on top whose /healthz always answers 503."""
+    clone = tmp_path_factory.mktemp("broken") / "repo"
+    subprocess.run(["git", "clone", "--quiet", "--shared", str(REPO), str(clone)], check=True)
+    web = clone / "app" / "src" / "cloudfetch" / "web.py"
+    text = web.read_text()
+    needle = "    body, code = health.health(svc())\n"
+    assert needle in text
+    web.write_text(
+        text.replace(needle, needle + "    code = 503  # test_deploy: a broken release\n")
+    )
+    git = ["git", "-c", "user.email=t@lab.invalid", "-c", "user.name=test"]
+    subprocess.run([*git, "commit", "-qam", "broken healthz"], cwd=clone, check=True)
+    subprocess.run(["git", "branch", "broken"], cwd=clone, check=True)
+    return clone, "broken"
+
+
+def test_a_broken_release_is_rolled_back_by_itself(first_release, broken_ref) -> None:
+    repo, ref = broken_ref
+    before = current_everywhere()
+    with Load(BASE, rate=30, threads=3) as load:
+        with pytest.raises(D.DeployError) as err:
+            D.deploy(ref=ref, repo=repo, message="broken on purpose", out=print)
+        time.sleep(1)
+    stats = load.stats
+    print(f"FIGURE broken release auto-rollback: {stats.line()}")
+    text = str(err.value)
+    assert err.value.host == WEB[0] and err.value.step == "health", text
+    assert "rolled back" in text and "last log lines" in text
+    assert current_everywhere() == before
+    assert versions_through_lb() == {before[WEB[0]]}
+    assert stats.lost == 0, stats.failures
+    assert D.lock_status("lab") == (None, None)
+    assert D.read_audit(D.control_audit_path("lab"))[-1]["result"] == "rolled back"
+    assert all(row["lb"] == "in" for row in D.status("lab") if row["host"] in WEB)
+
+
+def test_a_held_lock_refuses_a_second_deploy() -> None:
+    D.hold_lock("lab", "incident: db failover in progress")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(D.LockHeld) as err:
+            D.deploy(message="should not run", out=quiet)
+        assert "incident: db failover in progress" in str(err.value)
+        assert time.monotonic() - t0 < 20
+    finally:
+        assert D.unlock("lab") is not None
+    assert D.lock_status("lab") == (None, None)
+
+
+def test_rollback_takes_seconds_and_then_forward_again() -> None:
+    before = current_everywhere()
+    current = before[WEB[0]]
+    with Load(BASE, rate=30, threads=3) as load:
+        report = D.rollback(message="test rollback", out=print)
+    print(D.summary(report))
+    print(f"FIGURE rollback under load: {report.seconds:.1f}s wall; {load.stats.line()}")
+    assert report.release < current
+    assert set(current_everywhere().values()) == {report.release}
+    assert versions_through_lb() == {report.release}
+    assert load.stats.lost == 0, load.stats.failures
+    forward = D.rollback(to=current, message="forward again", out=quiet)
+    assert set(current_everywhere().values()) == {forward.release} == {current}
+    with pytest.raises(D.DeployError, match="not installed"):
+        D.rollback(to="20000101T000000Z-0000000", out=quiet)
+
+
+def test_keep_n_removes_old_releases_but_never_current_or_previous(lab) -> None:
+    p = D.plan(FLEET)
+    old = "20000101T000000Z-0000000"
+    for name in APP:
+        # An old installed release (a copy of one): keep-N must remove it.
+        L.run_on(lab, name, f"cd /srv/cloudfetch/releases && cp -a $(ls | head -n 1) {old}")
+    states = {h.name: D.host_state(h) for h in p.app_hosts}
+    assert all(old in s["installed"] for s in states.values()), states
+    removed = D.cleanup(p, 2, {n: {"current": None} for n in states})
+    for name, before in states.items():
+        after = D.host_state(FLEET.host(name))
+        previous = D.previous_release(before["installed"], before["current"])
+        expected = sorted({*before["installed"][-2:], before["current"], previous})
+        assert after["current"] == before["current"]
+        assert after["installed"] == expected
+        assert old in removed[name] and old not in after["installed"]
+
+
+def test_a_killed_deploy_leaves_working_hosts_and_a_stale_lock() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    fab = Path(sys.executable).with_name("fab")
+    proc = subprocess.Popen(
+        [str(fab), "deploy", "--ref", "HEAD", "--fresh", "--message", "killed on purpose"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "switch " in line:  # mid-rollout: the first web host is being switched
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any("switch " in line for line in seen), "".join(seen[-30:])
+    time.sleep(3)
+    info, stale = D.lock_status("lab")
+    assert info is not None and info.message == "killed on purpose"
+    assert stale is not None and "is gone" in stale
+    installed_ok = set()
+    for name in WEB:
+        host = FLEET.host(name)
+        probe = D.gate(host, D.host_state(host)["current"], timeout=60)
+        installed_ok.add(json.loads(probe["/version"]["body"])["release"])
+    assert len(versions_through_lb()) >= 1
+    D.unlock("lab")
+    # The next run puts a host the killed one left drained back into the load balancer.
+    report = D.restart(message="after the killed deploy", out=print)
+    assert report.result == "ok"
+    assert all(row["lb"] == "in" for row in D.status("lab") if row["host"] in WEB)
