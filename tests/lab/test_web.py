@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import shlex
 import subprocess
@@ -188,6 +189,21 @@ def test_use_the_app_through_the_load_balancer(lab, deployed, user, url_server):
     log = L.run_on(lab, web, "grep 'download HTTP' /var/log/cloudfetch/gunicorn.log | tail -1")
     assert f"/api/files/{stored['id']}/download" in log.stdout, log.stdout
     assert '200 0 accel="/_protected/u' in log.stdout, log.stdout
+
+    # Deleting goes through a web host, but the bytes live on the worker: they must go there.
+    user_dir = re.search(r'accel="/_protected/(u\d+)/', log.stdout).group(1)
+    on_worker = f"/srv/cloudfetch/shared/storage/{user_dir}/{stored['path']}"
+    assert (
+        L.run_on(lab, WORKER.name, f"test -f {shlex.quote(on_worker)}", check=False).returncode == 0
+    )
+    assert http("DELETE", f"/api/files/{stored['id']}", user).status == 204
+    gone = False
+    for _ in range(30):
+        if L.run_on(lab, WORKER.name, f"test -e {shlex.quote(on_worker)}", check=False).returncode:
+            gone = True
+            break
+        time.sleep(1)
+    assert gone, f"{on_worker} still on {WORKER.name} after the file was deleted"
 
 
 def test_maintenance_switches_without_reload(lab, deployed):
