@@ -1,0 +1,151 @@
+"""Deploy benchmark (prints figures; not a pass/fail test). Lab only; load only to the load balancer.
+
+Side by side in one run, each with the same steady mixed load (reads and writes) through the load
+balancer for the whole action:
+  1. `fab deploy` of a new release (fetchfleet.deploy.deploy): wall time, per-step times, requests
+  2. a naive deploy of another new release: stop every app program, install, switch, start
+  3. `fab rollback` (fetchfleet.deploy.rollback)
+  4. the venv of a release on one web host: offline from the shipped wheelhouse vs. pip from the index
+
+    python tests/bench/deploy_bench.py [--rate 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from fetchfleet import deploy as D
+from fetchfleet import release as R
+from fetchfleet.inventory import REPO, load_fleet
+from fetchfleet.loadgen import Load
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def naive_deploy(plan: D.Plan, rel: R.Release) -> dict[str, float]:
+    """Stop everything, install, switch, start: what a simple script does."""
+    steps: dict[str, float] = {}
+    hosts = plan.app_hosts
+    states = {h.name: D.host_state(h) for h in hosts}
+    t = time.monotonic()
+    D._parallel(
+        lambda h: D.Remote(h).run("supervisorctl stop " + " ".join(states[h.name]["programs"])),
+        hosts,
+    )
+    steps["stop"] = time.monotonic() - t
+    t = time.monotonic()
+    D.install(plan.env, rel)
+    steps["install"] = time.monotonic() - t
+    t = time.monotonic()
+    D._parallel(lambda h: D.switch_link(h, rel.id), hosts)
+    D._parallel(
+        lambda h: D.Remote(h).run("supervisorctl start " + " ".join(states[h.name]["programs"])),
+        hosts,
+    )
+    D._parallel(lambda h: D.gate(h, rel.id), hosts)
+    steps["start+gate"] = time.monotonic() - t
+    return steps
+
+
+def venv_install(host, rel_id: str, offline: bool) -> float:
+    root = f"{D.app_root(host)}/releases/{rel_id}"
+    tmp = f"/tmp/bench-venv-{'offline' if offline else 'index'}"
+    ca = "/tmp/bench-ca.crt"
+    if not offline:
+        # The registry is reached through this machine's TLS-inspecting proxy: its CA bundle.
+        D.Remote(host).run(
+            f"cat > {ca}", stdin=Path("/etc/ssl/certs/ca-certificates.crt").read_text()
+        )
+    source = f"--no-index --find-links {root}/wheelhouse" if offline else "--no-cache-dir"
+    app = "cloudfetch" if offline else f"{root}/wheelhouse/cloudfetch-*.whl"
+    script = (
+        f"rm -rf {tmp} && python3 -m venv {tmp} && PIP_CERT={ca} {tmp}/bin/pip install -q --disable-pip-version-check "
+        f"{source} -r {root}/requirements.lock {app}"
+    )
+    t = time.monotonic()
+    D.Remote(host).run(f"sh -c {shlex.quote(script)}", timeout=900)
+    seconds = time.monotonic() - t
+    D.Remote(host).run(f"rm -rf {tmp}")
+    return seconds
+
+
+def under_load(base: str, rate: float, action):
+    with Load(base, rate=rate, threads=4) as load:
+        time.sleep(2)
+        t = time.monotonic()
+        result = action()
+        wall = time.monotonic() - t
+        time.sleep(2)
+    return result, wall, load.stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=40.0, help="requests per second, in total")
+    parser.add_argument("--venv-only", action="store_true", help="only the venv install figures")
+    args = parser.parse_args()
+    fleet = load_fleet("lab")
+    plan = D.plan(fleet)
+    base = f"http://{fleet.group('loadbalancers')[0].address}"
+    rows = []
+    if args.venv_only:
+        venv_figures(fleet)
+        return
+    # A clone of HEAD: other people's uncommitted app/ edits stay out of the releases.
+    clean = Path(tempfile.mkdtemp(prefix="deploy-bench-")) / "repo"
+    subprocess.run(["git", "clone", "--quiet", "--shared", str(REPO), str(clean)], check=True)
+
+    report, wall, stats = under_load(
+        base, args.rate, lambda: D.deploy(repo=clean, force_build=True, message="bench", out=quiet)
+    )
+    print(D.summary(report))
+    rows.append(("fab deploy (new release)", wall, stats, report.steps))
+
+    rel = R.build(repo=clean, force=True)
+    steps, wall, stats = under_load(base, args.rate, lambda: naive_deploy(plan, rel))
+    rows.append(("naive stop-install-start", wall, stats, steps))
+
+    report, wall, stats = under_load(
+        base, args.rate, lambda: D.rollback(message="bench", out=quiet)
+    )
+    print(D.summary(report))
+    rows.append(("fab rollback", wall, stats, report.steps))
+
+    print()
+    print(
+        f"load: {args.rate:.0f} req/s mixed (GET /version, /api/me, /api/files, POST+GET+DELETE /api/tokens)"
+    )
+    print(
+        f"{'action':28} {'wall s':>7} {'sent':>6} {'failed':>6} {'lost':>5} {'app500':>6}  steps (s)"
+    )
+    for name, wall, stats, steps in rows:
+        detail = ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
+        print(
+            f"{name:28} {wall:7.1f} {stats.sent:6d} {stats.failed:6d} {stats.lost:5d} "
+            f"{stats.app_errors:6d}  {detail}"
+        )
+        for failure in stats.failures[:3]:
+            print(f"{'':30}{failure}")
+
+    venv_figures(fleet)
+
+
+def venv_figures(fleet) -> None:
+    web = fleet.group("web")[0]
+    current = D.host_state(web)["current"]
+    offline = venv_install(web, current, offline=True)
+    index = venv_install(web, current, offline=False)
+    print(
+        f"venv on {web.name}: offline from the wheelhouse {offline:.1f}s; pip from the index (no cache) {index:.1f}s"
+    )
+
+
+if __name__ == "__main__":
+    main()
