@@ -221,3 +221,37 @@ def test_a_killed_deploy_leaves_working_hosts_and_a_stale_lock() -> None:
     report = D.restart(message="after the killed deploy", out=print)
     assert report.result == "ok"
     assert all(row["lb"] == "in" for row in D.status("lab") if row["host"] in WEB)
+
+
+def test_an_unreachable_host_stops_the_deploy_before_anything_changes(lab) -> None:
+    worker = FLEET.group("workers")[0].name
+    before = current_everywhere()
+    audit_before = len(D.read_audit(D.control_audit_path("lab")))
+    L.cut_network(lab, worker)
+    try:
+        with pytest.raises(D.DeployError) as err:
+            D.deploy(force_build=True, message="must not start", out=quiet)
+    finally:
+        L.heal_network(lab, worker)
+    assert err.value.step == "preflight" and worker in str(err.value), str(err.value)
+    assert "nothing was changed" in str(err.value)
+    assert current_everywhere() == before
+    assert D.lock_status("lab") == (None, None)
+    assert len(D.read_audit(D.control_audit_path("lab"))) == audit_before
+
+
+def test_maintenance_on_and_off_through_the_load_balancer() -> None:
+    import urllib.error
+    import urllib.request
+
+    D.maintenance("lab", True)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(BASE + "/version", timeout=10)
+        assert err.value.code == 503 and err.value.headers["Retry-After"] == "120"
+    finally:
+        D.maintenance("lab", False)
+    with urllib.request.urlopen(BASE + "/version", timeout=10) as resp:
+        assert resp.status == 200
+    actions = [r["action"] for r in D.read_audit(D.control_audit_path("lab"))[-2:]]
+    assert actions == ["maintenance on", "maintenance off"]

@@ -334,3 +334,11 @@ def test_summary_has_a_row_per_host_with_step_times() -> None:
     assert "rolled back" in lines[3] and "6.5" in lines[3]
     assert lines[4].split()[:4] == ["worker1", "worker", R1, "-"]
     assert lines[-1] == "fleet steps: build 0.3s  switch 30.0s"
+
+
+def test_the_load_generator_only_targets_the_lab() -> None:
+    from fetchfleet.loadgen import Load
+
+    with pytest.raises(ValueError, match="only sent to the lab"):
+        Load("http://192.0.2.10/")
+    assert Load("http://10.77.0.11/").base == "http://10.77.0.11"
