@@ -59,6 +59,7 @@ DEFAULT_MAINTENANCE_FLAG = "/var/lib/nginx/maintenance.on"
 STALE_AFTER = 90.0
 HEARTBEAT = 10.0
 KEEP_RELEASES = 5
+MANUAL = "manual lock"
 HEALTH_TIMEOUT = 90.0  # until /version names the new release (gunicorn preloads the app)
 HEALTH_GRACE = 10.0  # then until /healthz answers 200
 DRAIN_TIMEOUT = 60.0  # until the load balancer's old workers have finished their requests
@@ -309,6 +310,8 @@ def stale_reason(
     stale_after: float = STALE_AFTER,
 ) -> str | None:
     """Why the lock's holder is dead, or None while it looks alive."""
+    if info.action == MANUAL:
+        return None  # held by a person until deploy.unlock: no process, no heartbeat to miss
     now = now or datetime.now(UTC)
     this_host = this_host or socket.gethostname()
     if info.control_host == this_host and not pid_alive(info.pid):
@@ -1205,10 +1208,10 @@ def lock_status(env: str = "lab") -> tuple[LockInfo | None, str | None]:
 
 
 def hold_lock(env: str, message: str) -> LockInfo:
-    """`fab deploy.lock`: hold the lock by hand (e.g. during an incident); heartbeat never moves,
-    so it reports stale after STALE_AFTER — which is the truth: nobody is deploying."""
+    """`fab deploy.lock`: hold the lock by hand (e.g. during an incident) until deploy.unlock;
+    never reported stale."""
     plan_ = plan(load_fleet(env))
-    info = LockInfo.new(env, "manual lock", "", message)
+    info = LockInfo.new(env, MANUAL, "", message)
     info.pid = 0
     return fleet_lock(plan_).acquire(info)
 

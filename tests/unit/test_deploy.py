@@ -86,6 +86,12 @@ def test_stale_when_the_holding_process_is_gone() -> None:
     assert "no heartbeat" in D.stale_reason(info, now=later)
 
 
+def test_a_manual_lock_is_never_stale() -> None:
+    info = D.LockInfo.new("lab", D.MANUAL, "", "incident")
+    later = datetime.now(UTC) + timedelta(hours=5)
+    assert D.stale_reason(info, now=later, pid_alive=lambda _: False) is None
+
+
 def test_lock_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     lock = D.DeployLock(D.Local(), str(tmp_path / "nope" / "deploy.lock"), "lab")
     with pytest.raises(D.DeployError, match="cannot create the deploy lock"):
