@@ -6,7 +6,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+
+from cloudfetch.services import make_engine
 
 
 def _config() -> Config:
@@ -16,7 +17,7 @@ def _config() -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    engine = create_engine(database_url)
+    engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
             config = _config()
@@ -27,7 +28,7 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    engine = create_engine(database_url)
+    engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
             config = _config()
@@ -42,7 +43,7 @@ def head_revision() -> str | None:
 
 
 def current_revision(database_url: str) -> str | None:
-    engine = create_engine(database_url)
+    engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()

@@ -4,6 +4,7 @@ Transmission clients. The web app and the Celery worker each configure them once
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,17 +33,24 @@ class Services:
 _current: Services | None = None
 
 
+def make_engine(database_url: str, **kwargs: Any) -> Engine:
+    """The app's database engine. psycopg 3 prepares statements it runs often on its own; behind
+    pgbouncer's transaction pooling the next transaction may land on a server connection that
+    has them already (DuplicatePreparedStatement), so automatic preparing is off."""
+    return create_engine(
+        database_url,
+        connect_args={"connect_timeout": DB_CONNECT_TIMEOUT_SECONDS, "prepare_threshold": None},
+        **kwargs,
+    )
+
+
 def configure(settings: Settings) -> Services:
     global _current
     from cloudfetch.tasks import configure_celery
 
     if _current is not None:
         _current.engine.dispose()
-    engine = create_engine(
-        settings.database_url,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": DB_CONNECT_TIMEOUT_SECONDS},
-    )
+    engine = make_engine(settings.database_url, pool_pre_ping=True)
     _current = Services(
         settings=settings,
         engine=engine,
