@@ -81,7 +81,7 @@ def test_a_new_release_rolls_out_with_no_failed_request(
         f"FIGURE deploy under load: {report.seconds:.1f}s wall; {stats.line()}; steps {report.steps}"
     )
     assert report.release != first_release and report.result == "ok"
-    assert stats.lost == 0, stats.failures
+    assert stats.failed == 0, stats.failures  # neither lost nor answered with an error
     assert stats.sent > 100
     assert set(current_everywhere().values()) == {report.release}
     assert versions_through_lb() == {report.release}
@@ -131,7 +131,7 @@ def test_a_broken_release_is_rolled_back_by_itself(first_release, broken_ref) ->
     assert "rolled back" in text and "last log lines" in text
     assert current_everywhere() == before
     assert versions_through_lb() == {before[WEB[0]]}
-    assert stats.lost == 0, stats.failures
+    assert stats.failed == 0, stats.failures  # neither lost nor answered with an error
     assert D.lock_status("lab") == (None, None)
     assert D.read_audit(D.control_audit_path("lab"))[-1]["result"] == "rolled back"
     assert all(row["lb"] == "in" for row in D.status("lab") if row["host"] in WEB)
@@ -160,7 +160,7 @@ def test_rollback_takes_seconds_and_then_forward_again() -> None:
     assert report.release < current
     assert set(current_everywhere().values()) == {report.release}
     assert versions_through_lb() == {report.release}
-    assert load.stats.lost == 0, load.stats.failures
+    assert load.stats.failed == 0, load.stats.failures
     forward = D.rollback(to=current, message="forward again", out=quiet)
     assert set(current_everywhere().values()) == {forward.release} == {current}
     with pytest.raises(D.DeployError, match="not installed"):
