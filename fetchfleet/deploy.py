@@ -678,15 +678,19 @@ def restart_programs(host: Host, programs: list[str]) -> None:
         )
     # The output is captured on the host first: if this control machine dies mid-restart, a closed
     # ssh pipe must not kill supervisorctl between its stop and its start.
+    # stop, then start, judged by start alone: on a first deploy the programs are not running,
+    # and `supervisorctl restart` then says "ERROR (not running)" and exits 1 though it started
+    # them. A program that fails to come up still shows as an ERROR from start.
     names = " ".join(shlex.quote(p) for p in programs)
     proc = Remote(host).run(
-        f'out=$(supervisorctl restart {names} 2>&1); rc=$?; echo "$out"; exit $rc',
+        f"out=$( (supervisorctl stop {names} >/dev/null 2>&1; supervisorctl start {names}) 2>&1);"
+        f' rc=$?; echo "$out"; exit $rc',
         check=False,
         timeout=700,
     )
     if proc.returncode != 0 or "ERROR" in proc.stdout:
         raise DeployError(
-            f"supervisorctl restart: {proc.stdout.strip()} {proc.stderr.strip()}",
+            f"supervisorctl stop/start: {proc.stdout.strip()} {proc.stderr.strip()}",
             host.name,
             "restart",
             last_log(host),
