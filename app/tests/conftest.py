@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -118,6 +118,24 @@ def create_database(server_url: str, name: str) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{server_url}/{name}"
+
+
+def wait_for_server(
+    process: subprocess.Popen, probe: Callable[[], object], seconds: float, what: str
+) -> None:
+    """Poll until a server just started answers `probe`; fail with its output if it dies or
+    does not answer within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            probe()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                output = process.stdout or process.stderr
+                pytest.fail(f"{what} did not start:\n{output.read() if output else ''!r}")
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
@@ -312,16 +330,12 @@ def transmission_url() -> Iterator[str]:
         [binary, "-f", "-g", str(base)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     url = f"http://127.0.0.1:{port}/transmission/rpc"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"transmission-daemon did not start: {process.stderr.read()!r}")
-            time.sleep(0.1)
+    wait_for_server(
+        process,
+        lambda: socket.create_connection(("127.0.0.1", port), timeout=0.5).close(),
+        seconds=15,
+        what="transmission-daemon",
+    )
     try:
         yield url
     finally:

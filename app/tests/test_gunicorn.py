@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from cloudfetch.config import Settings
 from cloudfetch.models import Transfer, User
-from conftest import closed_port_url, free_port
+from conftest import closed_port_url, free_port, wait_for_server
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
@@ -64,16 +63,12 @@ def gunicorn(settings: Settings) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(base + "/version", timeout=2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"gunicorn did not start:\n{process.stdout.read().decode()}")
-            time.sleep(0.2)
+    wait_for_server(
+        process,
+        lambda: urllib.request.urlopen(base + "/version", timeout=2).close(),
+        seconds=30,
+        what="gunicorn",
+    )
     try:
         yield base
     finally:
