@@ -8,6 +8,7 @@ pg_monitor (the postgresql role creates `postgresql_monitor_user` for this).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -40,13 +41,20 @@ ORDER BY 1
 # On the replica: what it has received and replayed, and how old the last replayed commit is.
 _REPLICA_QUERY = """
 SELECT pg_is_in_recovery()                                              AS in_recovery,
+       pg_last_wal_receive_lsn()::text                                  AS receive_lsn,
        pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint
                                                                         AS receive_replay_bytes,
-       CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0
-            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
-       END                                                              AS replay_delay_seconds,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
+                                                                        AS last_commit_age_seconds,
        (SELECT status FROM pg_stat_wal_receiver)                        AS receiver_status
 """
+
+# Has the replica replayed up to the position it had received at the first look?
+_REPLAYED_PAST = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s::pg_lsn) >= 0 AS done"
+
+# How long `replication_lag` watches a replica that has WAL pending before it reports the age of
+# the last replayed commit instead of a measured delay.
+REPLAY_WATCH_SECONDS = 1.0
 
 
 class ReplicationError(Exception):
@@ -117,7 +125,7 @@ def replication_lag(
         )
     extra = {
         "replica_receive_replay_bytes": view["receive_replay_bytes"],
-        "replica_replay_delay_seconds": view["replay_delay_seconds"],
+        "replica_replay_delay_seconds": _replay_delay(replica, view),
         "replica_receiver_status": view["receiver_status"],
     }
     return [ReplicaLag(**{**lag.__dict__, **extra}) if lag in matched else lag for lag in lags]
@@ -139,6 +147,34 @@ def _replica_view(replica: psycopg.Connection) -> dict:
     replica.rollback()
     view["application_name"] = named["name"] if named else None
     return view
+
+
+def _replay_delay(replica: psycopg.Connection, view: dict) -> float | None:
+    """Seconds the replica takes to replay what it has received.
+
+    0.0 when nothing is pending. Otherwise the replica is watched for up to
+    REPLAY_WATCH_SECONDS: if it replays past what it had received, the time that took is the
+    delay (a record that arrived a moment ago is not "lag"); if it does not, the delay is the
+    age of the last replayed commit (an upper bound), or the time watched when that is larger.
+    The age alone would be wrong on a quiet primary: a checkpoint record received just now sits
+    next to a commit replayed minutes ago.
+    """
+    pending = view["receive_replay_bytes"]
+    if pending is not None and pending <= 0:
+        return 0.0
+    if view["receive_lsn"] is None:
+        return view["last_commit_age_seconds"]
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < REPLAY_WATCH_SECONDS:
+        with replica.cursor(row_factory=dict_row) as cur:
+            cur.execute(_REPLAYED_PAST, (view["receive_lsn"],))
+            done = cur.fetchone()["done"]
+        replica.rollback()
+        if done:
+            return round(elapsed, 3)
+        time.sleep(0.05)
+    age = view["last_commit_age_seconds"]
+    return elapsed if age is None else max(age, elapsed)
 
 
 def _where(conn: psycopg.Connection) -> str:
