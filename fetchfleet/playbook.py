@@ -7,13 +7,22 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fetchfleet.inventory import REPO, inventory_path
 
 PLAYBOOKS = REPO / "playbooks"
 _RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
+# ansible.posix.profile_tasks' summary: "role : task name ------------- 1.23s" (wall time of the
+# task over all hosts, which run it in parallel).
+_TASK_TIME = re.compile(r"^(?P<name>.*?) -* (?P<seconds>\d+\.\d+)s$")
+_PROFILE_ENV = {
+    "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+    "PROFILE_TASKS_SUMMARY_ONLY": "true",
+    "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all",
+    "PROFILE_TASKS_SORT_ORDER": "none",
+}
 
 
 class PlaybookError(Exception):
@@ -28,6 +37,8 @@ class Recap:
     seconds: float
     returncode: int
     output: str = ""
+    # With run_playbook(profile=True): seconds per task name, in the order they ran.
+    task_seconds: dict[str, float] = field(default_factory=dict)
 
     def total(self, key: str) -> int:
         return sum(counts.get(key, 0) for counts in self.hosts.values())
@@ -54,14 +65,28 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return hosts
 
 
+def parse_task_seconds(output: str) -> dict[str, float]:
+    """Seconds per task from profile_tasks' TASKS RECAP; tasks of the same name add up."""
+    seconds: dict[str, float] = {}
+    _, found, recap = output.rpartition("TASKS RECAP")
+    for line in recap.splitlines() if found else []:
+        if m := _TASK_TIME.match(line.strip()):
+            seconds[m["name"]] = seconds.get(m["name"], 0.0) + float(m["seconds"])
+    return seconds
+
+
 def run_playbook(
     name: str,
     env: str = "lab",
     limit: str | None = None,
     extra: list[str] | None = None,
     echo: bool = True,
+    profile: bool = False,
 ) -> Recap:
-    """Run playbooks/NAME against inventory ENV; output is streamed as it comes."""
+    """Run playbooks/NAME against inventory ENV; output is streamed as it comes.
+
+    With `profile`, Recap.task_seconds says how long each task took (ansible.posix.profile_tasks).
+    """
     playbook = PLAYBOOKS / name
     if not playbook.exists():
         known = ", ".join(sorted(p.name for p in PLAYBOOKS.glob("*.yml")))
@@ -74,6 +99,7 @@ def run_playbook(
         **os.environ,
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_FORCE_COLOR": "0",
+        **(_PROFILE_ENV if profile else {}),
     }
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -88,7 +114,13 @@ def run_playbook(
             sys.stdout.flush()
     returncode = proc.wait()
     output = "".join(lines)
-    return Recap(parse_recap(output), time.monotonic() - t0, returncode, output)
+    return Recap(
+        parse_recap(output),
+        time.monotonic() - t0,
+        returncode,
+        output,
+        parse_task_seconds(output) if profile else {},
+    )
 
 
 def _tool(name: str) -> str:
