@@ -970,6 +970,11 @@ def _finish_report(
         seconds=report.seconds,
         detail=report.error,
     )
+    _audit(plan_, record)
+
+
+def _audit(plan_: Plan, record: dict) -> None:
+    """On the control machine always; on the app hosts when they answer."""
     try:
         audit_everywhere(plan_, record, plan_.app_hosts)
     except DeployError:
@@ -979,8 +984,16 @@ def _finish_report(
 
 
 def _locked(plan_: Plan, action: str, release: str, message: str) -> tuple[DeployLock, LockInfo]:
+    """Take the environment's lock; a refusal is itself audited (who tried what while whom held it)."""
     lock = fleet_lock(plan_)
-    info = lock.acquire(LockInfo.new(plan_.env, action, release, message))
+    try:
+        info = lock.acquire(LockInfo.new(plan_.env, action, release, message))
+    except LockHeld as err:
+        detail = f"lock {'STALE' if err.stale else 'held'}: {describe_lock(err.info)}"
+        _audit(
+            plan_, audit_record(plan_.env, action, release, "refused", None, message, detail=detail)
+        )
+        raise
     return lock, info
 
 
@@ -1029,7 +1042,7 @@ def deploy(
             clock.say(
                 "ship, install offline on every app host, migrate once (playbooks/release-install.yml)"
             )
-            _timed(report.steps, "ship+install+migrate", install, env, rel)
+            report.steps.update(install(env, rel))
             targets = {h.name: rel.id for h in plan_.app_hosts}
             _run_switch("deploy", plan_, rel.id, targets, states, report, clock, lock, info)
             _timed(report.steps, "cleanup", cleanup, plan_, keep, states)
@@ -1043,11 +1056,36 @@ def deploy(
     return report
 
 
-def install(env: str, rel: R.Release) -> None:
+# Which of release-install.yml's tasks (roles/app install and migrate) make which deploy step.
+INSTALL_STEPS = {
+    "Unpack the release artifact": "ship",
+    "Create the release's virtualenv": "venv",
+    "Install the app and its pinned dependencies": "venv",
+    "Migrate the database once": "migrate",
+}
+
+
+def install_steps(task_seconds: dict[str, float], total: float) -> dict[str, float]:
+    """ship / venv / migrate seconds out of a profiled release-install.yml run; the rest of the
+    run (facts, checks, Ansible's own start) is "install other"."""
+    steps = {"ship": 0.0, "venv": 0.0, "migrate": 0.0}
+    for task, seconds in task_seconds.items():
+        name = task.split(" : ", 1)[-1]
+        step = next((s for prefix, s in INSTALL_STEPS.items() if name.startswith(prefix)), None)
+        if step:
+            steps[step] += seconds
+    steps["install other"] = max(0.0, total - sum(steps.values()))
+    return steps
+
+
+def install(env: str, rel: R.Release) -> dict[str, float]:
+    """Ship, install and migrate (playbooks/release-install.yml); returns the seconds per step."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="release-") as f:
         json.dump({"app_release": asdict(rel)}, f)
         f.flush()
-        recap = run_playbook("release-install.yml", env=env, extra=["-e", f"@{f.name}"], echo=False)
+        recap = run_playbook(
+            "release-install.yml", env=env, extra=["-e", f"@{f.name}"], echo=False, profile=True
+        )
     if not recap.ok:
         failed = [n for n, c in recap.hosts.items() if c.get("failed") or c.get("unreachable")]
         tail = "\n".join(
@@ -1056,6 +1094,7 @@ def install(env: str, rel: R.Release) -> None:
         raise DeployError(
             f"install failed (nothing was switched): {tail}", ",".join(failed) or None, "install"
         )
+    return install_steps(recap.task_seconds, recap.seconds)
 
 
 def cleanup(plan_: Plan, keep: int, states: dict[str, dict]) -> dict[str, list[str]]:

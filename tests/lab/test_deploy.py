@@ -145,6 +145,16 @@ def test_a_held_lock_refuses_a_second_deploy() -> None:
             D.deploy(message="should not run", out=quiet)
         assert "incident: db failover in progress" in str(err.value)
         assert time.monotonic() - t0 < 20
+        refused = D.read_audit(D.control_audit_path("lab"))[-1]
+        assert (refused["action"], refused["result"], refused["message"]) == (
+            "deploy",
+            "refused",
+            "should not run",
+        )
+        assert "incident: db failover in progress" in refused["detail"]
+        for host in (FLEET.host(name) for name in APP):
+            log = D.Remote(host).run(f"tail -n1 {D.app_root(host)}/revisions.log").stdout
+            assert json.loads(log)["result"] == "refused", (host.name, log)
     finally:
         assert D.unlock("lab") is not None
     assert D.lock_status("lab") == (None, None)

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fetchfleet import deploy as D
-from fetchfleet.inventory import InventoryError, load_fleet
+from fetchfleet.inventory import REPO, InventoryError, load_fleet
 
 R1, R2, R3, R4, R5, R6, R7 = (f"2026112{d}T120000Z-abc{d}def" for d in range(1, 8))
 
@@ -348,3 +349,32 @@ def test_the_load_generator_only_targets_the_lab() -> None:
     with pytest.raises(ValueError, match="only sent to the lab"):
         Load("http://192.0.2.10/")
     assert Load("http://10.77.0.11/").base == "http://10.77.0.11"
+
+
+# --- per-step timings of the install -------------------------------------------------------------
+
+
+def test_every_install_step_names_a_task_of_the_app_role() -> None:
+    """The deploy reads ship / venv / migrate times by task name: a renamed task must fail here,
+    not silently report 0 s."""
+    tasks = []
+    for name in ("install", "migrate"):
+        doc = yaml.safe_load((REPO / "roles/app/tasks" / f"{name}.yml").read_text())
+        for task in doc:
+            tasks += [task["name"], *(t["name"] for t in task.get("block", []))]
+    for prefix in D.INSTALL_STEPS:
+        assert sum(t.startswith(prefix) for t in tasks) == 1, (prefix, tasks)
+
+
+def test_install_steps_add_up_to_the_run() -> None:
+    steps = D.install_steps(
+        {
+            "app : Unpack the release artifact (wheelhouse, lock, id)": 2.0,
+            "app : Create the release's virtualenv (without pip; uv installs into it)": 0.1,
+            "app : Install the app and its pinned dependencies offline from the wheelhouse": 1.7,
+            "app : Migrate the database once, with the new release": 3.0,
+            "Gathering Facts": 1.0,
+        },
+        total=9.5,
+    )
+    assert steps == pytest.approx({"ship": 2.0, "venv": 1.8, "migrate": 3.0, "install other": 2.7})
