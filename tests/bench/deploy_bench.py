@@ -5,7 +5,8 @@ balancer for the whole action:
   1. `fab deploy` of a new release (fetchfleet.deploy.deploy): wall time, per-step times, requests
   2. a naive deploy of another new release: stop every app program, install, switch, start
   3. `fab rollback` (fetchfleet.deploy.rollback)
-  4. the venv of a release on one web host: offline from the shipped wheelhouse vs. pip from the index
+  4. the venv of a release on one web host: pip from the index (the baseline), pip and uv offline
+     from the shipped wheelhouse (uv as fab deploy runs it, and without byte-compiling)
 
     python tests/bench/deploy_bench.py [--rate 40]
 """
@@ -54,21 +55,36 @@ def naive_deploy(plan: D.Plan, rel: R.Release) -> dict[str, float]:
     return steps
 
 
-def venv_install(host, rel_id: str, offline: bool) -> float:
+UV = "/usr/local/bin/uv"  # roles/app puts it there
+
+
+def venv_install(host, rel_id: str, method: str) -> float:
+    """Seconds for one release venv on HOST by METHOD (all byte-compile but the last):
+    pip-index (pip from the package index, no cache), pip-offline (pip from the wheelhouse),
+    uv (fab deploy's way: uv from the wheelhouse, a fresh cache on the venv's filesystem),
+    uv-no-compile (the same without byte-compiling: what the .pyc cost)."""
     root = f"{D.app_root(host)}/releases/{rel_id}"
-    tmp = f"/tmp/bench-venv-{'offline' if offline else 'index'}"
-    ca = "/tmp/bench-ca.crt"
-    if not offline:
+    tmp, cache = f"{D.app_root(host)}/.bench-venv", f"{D.app_root(host)}/.bench-uv-cache"
+    lock = f"-r {root}/requirements.lock"
+    wheelhouse = f"--no-index --find-links {root}/wheelhouse"
+    if method == "pip-index":
         # The registry is reached through this machine's TLS-inspecting proxy: its CA bundle.
         D.Remote(host).run(
-            f"cat > {ca}", stdin=Path("/etc/ssl/certs/ca-certificates.crt").read_text()
+            "cat > /tmp/bench-ca.crt", stdin=Path("/etc/ssl/certs/ca-certificates.crt").read_text()
         )
-    source = f"--no-index --find-links {root}/wheelhouse" if offline else "--no-cache-dir"
-    app = "cloudfetch" if offline else f"{root}/wheelhouse/cloudfetch-*.whl"
-    script = (
-        f"rm -rf {tmp} && python3 -m venv {tmp} && PIP_CERT={ca} {tmp}/bin/pip install -q --disable-pip-version-check "
-        f"{source} -r {root}/requirements.lock {app}"
-    )
+        pip = f"PIP_CERT=/tmp/bench-ca.crt {tmp}/bin/pip install -q --disable-pip-version-check"
+        script = f"python3 -m venv {tmp} && {pip} --no-cache-dir {lock} {root}/wheelhouse/cloudfetch-*.whl"
+    elif method == "pip-offline":
+        pip = f"{tmp}/bin/pip install -q --disable-pip-version-check"
+        script = f"python3 -m venv {tmp} && {pip} {wheelhouse} {lock} cloudfetch"
+    else:
+        compile_ = "" if method == "uv-no-compile" else "--compile-bytecode"
+        script = (
+            f"{UV} venv -q --python /usr/bin/python3 {tmp} && {UV} pip install -q --offline "
+            f"{compile_} --cache-dir {cache} --python {tmp}/bin/python {wheelhouse} {lock} cloudfetch"
+            f" && rm -rf {cache}"
+        )
+    D.Remote(host).run(f"rm -rf {tmp} {cache}")
     t = time.monotonic()
     D.Remote(host).run(f"sh -c {shlex.quote(script)}", timeout=900)
     seconds = time.monotonic() - t
@@ -137,14 +153,21 @@ def main() -> None:
     venv_figures(fleet)
 
 
-def venv_figures(fleet) -> None:
+def venv_figures(fleet, runs: int = 3) -> None:
+    """Median of RUNS per method, one method after the other, with the pip-from-index baseline's
+    ratio."""
     web = fleet.group("web")[0]
     current = D.host_state(web)["current"]
-    offline = venv_install(web, current, offline=True)
-    index = venv_install(web, current, offline=False)
-    print(
-        f"venv on {web.name}: offline from the wheelhouse {offline:.1f}s; pip from the index (no cache) {index:.1f}s"
-    )
+    methods = ("pip-index", "pip-offline", "uv", "uv-no-compile")
+    medians = {}
+    for method in methods:
+        times = sorted(venv_install(web, current, method) for _ in range(runs))
+        medians[method] = times[len(times) // 2]
+        print(f"venv {method:12} on {web.name}: " + ", ".join(f"{t:.2f}" for t in times) + " s")
+    base = medians["pip-index"]
+    print(f"venv of release {current} on {web.name}, median of {runs}, byte-compiled:")
+    for method in methods:
+        print(f"  {method:12} {medians[method]:6.2f} s   {base / medians[method]:5.1f}x pip-index")
 
 
 if __name__ == "__main__":
