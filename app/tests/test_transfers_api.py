@@ -177,14 +177,18 @@ def test_upload_without_torrent_field_is_400(client: FlaskClient, alice: User) -
     assert count_transfers() == 0
 
 
-def test_same_torrent_twice_is_409(client: FlaskClient, alice: User, bob: User) -> None:
-    assert (
-        client.post("/api/transfers", json={"magnet": MAGNET}, headers=alice.headers).status_code
-        == 202
-    )
-    response = client.post("/api/transfers", json={"magnet": MAGNET}, headers=bob.headers)
-    assert response.status_code == 409
+def test_same_torrent_twice_is_409_for_one_user_and_shared_across_users(
+    client: FlaskClient, alice: User, bob: User
+) -> None:
+    first = client.post("/api/transfers", json={"magnet": MAGNET}, headers=alice.headers)
+    assert first.status_code == 202
+    again = client.post("/api/transfers", json={"magnet": MAGNET}, headers=alice.headers)
+    assert again.status_code == 409 and again.get_json()["error"] == "already_fetching"
     assert count_transfers() == 1
+    # Another user may fetch it too: both transfers share Transmission's one download.
+    other = client.post("/api/transfers", json={"magnet": MAGNET}, headers=bob.headers)
+    assert other.status_code == 202
+    assert count_transfers() == 2
 
 
 def test_transfers_are_private_and_deletable(client: FlaskClient, alice: User, bob: User) -> None:

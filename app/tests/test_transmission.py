@@ -175,3 +175,85 @@ def test_start_with_transmission_down_fails_the_transfer_clearly(
         failed = s.get(Transfer, transfer_id)
         assert failed is not None and failed.state == "failed"
         assert "Transmission at" in (failed.error or "")
+
+
+def test_two_users_fetching_the_same_torrent_both_get_it(
+    client: FlaskClient, tx_settings: Settings, alice: User, bob: User, client_tx: TorrentClient
+) -> None:
+    """Transmission holds a torrent once: bob's add of alice's torrent joins her download. When
+    it is done, both get the files (bob's are hard links to alice's bytes), and bob deleting his
+    copy later leaves alice's intact."""
+    services.configure(tx_settings)
+    files = {"Show/e01.mkv": b"e" * 50000, "Show/e02.mkv": b"f" * 20000}
+    torrent = make_torrent("Show", files)
+    first = upload(client, alice, torrent)
+    for path, content in files.items():
+        target = tx_settings.incoming_dir / str(first) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    tasks.start_torrent.apply(args=[first])
+    second = upload(client, bob, torrent)
+    tasks.start_torrent.apply(args=[second])
+    queued()
+
+    def both_finished() -> bool:
+        tasks.poll_torrents.apply()
+        with services.current().sessions() as s:
+            states = {s.get(Transfer, t).state for t in (first, second)}  # type: ignore[union-attr]
+        assert "failed" not in states
+        return states == {"completed"}
+
+    wait_for(both_finished)
+    for user in (alice, bob):
+        for path, content in files.items():
+            assert (tx_settings.user_dir(user.id) / path).read_bytes() == content
+    alice_copy = tx_settings.user_dir(alice.id) / "Show/e01.mkv"
+    bob_copy = tx_settings.user_dir(bob.id) / "Show/e01.mkv"
+    assert alice_copy.stat().st_ino == bob_copy.stat().st_ino  # stored once
+    assert client_tx.status(parse_torrent(torrent).info_hash) is None
+    assert not any(tx_settings.incoming_dir.iterdir())
+    assert sorted(name for name, _ in queued("index")) == ["cloudfetch.index_files"] * 2
+    with services.current().sessions() as s:
+        bob_file = s.query(StoredFile).filter_by(user_id=bob.id, path="Show/e01.mkv").one().id
+    assert client.delete(f"/api/files/{bob_file}", headers=bob.headers).status_code == 204
+    removals = [args for name, args in queued() if name == "cloudfetch.remove_stored_files"]
+    assert len(removals) == 1, removals
+    tasks.remove_stored_files.apply(args=removals[0])
+    assert not bob_copy.exists()
+    assert alice_copy.read_bytes() == files["Show/e01.mkv"]
+
+
+def test_deleting_one_of_two_transfers_of_a_torrent_keeps_the_other_going(
+    client: FlaskClient, tx_settings: Settings, alice: User, bob: User, client_tx: TorrentClient
+) -> None:
+    """Whichever of the two deletes first (here the one whose directory Transmission writes
+    into), the torrent stays in Transmission with its data for the other."""
+    services.configure(tx_settings)
+    files = {"Film/film.mkv": b"m" * 60000}
+    torrent = make_torrent("Film", files)
+    first = upload(client, alice, torrent)
+    target = tx_settings.incoming_dir / str(first) / "Film/film.mkv"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(files["Film/film.mkv"])
+    tasks.start_torrent.apply(args=[first])
+    second = upload(client, bob, torrent)
+    tasks.start_torrent.apply(args=[second])
+    queued()
+    assert client.delete(f"/api/transfers/{first}", headers=alice.headers).status_code == 204
+    [(name, args)] = queued()
+    assert name == "cloudfetch.cancel_torrent"
+    tasks.cancel_torrent.apply(args=args)
+    info_hash = parse_torrent(torrent).info_hash
+    assert client_tx.status(info_hash) is not None
+
+    def finished() -> bool:
+        tasks.poll_torrents.apply()
+        with services.current().sessions() as s:
+            state = s.get(Transfer, second).state  # type: ignore[union-attr]
+        assert state != "failed"
+        return state == "completed"
+
+    wait_for(finished)
+    assert (tx_settings.user_dir(bob.id) / "Film/film.mkv").read_bytes() == files["Film/film.mkv"]
+    assert client_tx.status(info_hash) is None
+    assert not any(tx_settings.incoming_dir.iterdir())

@@ -142,11 +142,14 @@ def add_transfer(db: Session, settings: Settings, user: User, req: TransferReque
         raise ApiError(400, "invalid_torrent", str(exc)) from None
     if info_hash is not None and db.scalar(
         select(Transfer.id).where(
-            Transfer.info_hash == info_hash, Transfer.state.in_(ACTIVE_STATES)
+            Transfer.user_id == user.id,
+            Transfer.info_hash == info_hash,
+            Transfer.state.in_(ACTIVE_STATES),
         )
     ):
-        # Transmission holds one torrent per info hash, in one download directory.
-        raise ApiError(409, "already_fetching", "this torrent is already being fetched")
+        # Other users' transfers of the same torrent share its download (tasks._poll); one
+        # user fetching it twice is a mistake.
+        raise ApiError(409, "already_fetching", "you are already fetching this torrent")
     transfer = Transfer(
         user_id=user.id,
         kind=kind,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path, PurePosixPath
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -61,6 +62,27 @@ def move_into(source: Path, destination: Path) -> None:
     """Move with a rename: the file appears whole or not at all (same filesystem required)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, destination)
+
+
+def link_tree(source: Path, destination: Path) -> None:
+    """Copy a file or directory tree as hard links: the bytes are stored once. A file the kernel
+    will not link (another owner's, under fs.protected_hardlinks) is copied instead."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_file():
+        _link_or_copy(source, destination)
+        return
+    for directory, _, files in os.walk(source):
+        target = destination / Path(directory).relative_to(source)
+        target.mkdir(exist_ok=True)
+        for name in files:
+            _link_or_copy(Path(directory) / name, target / name)
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    try:
+        os.link(source, destination)
+    except PermissionError:
+        shutil.copy2(source, destination)
 
 
 def remove_file(root: Path, relative: str) -> None:

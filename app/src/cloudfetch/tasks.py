@@ -23,13 +23,14 @@ from cloudfetch.models import MediaState, StoredFile, Transfer, TransferKind, Tr
 from cloudfetch.search import SearchUnavailable
 from cloudfetch.storage import (
     UnsafePath,
+    link_tree,
     move_into,
     remove_file,
     resolve_inside,
     safe_relative_path,
 )
 from cloudfetch.storage import unique_destination as free_name
-from cloudfetch.torrents import TorrentClientError
+from cloudfetch.torrents import TorrentClientError, TorrentStatus
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ def configure_celery(settings: Settings) -> None:
             "poll-torrents": {"task": "cloudfetch.poll_torrents", "schedule": POLL_SECONDS}
         },
     )
+
+
+_ACTIVE = (TransferState.QUEUED, TransferState.DOWNLOADING)
 
 
 def _fail(session: Session, transfer: Transfer, error: str) -> None:
@@ -198,15 +202,18 @@ class UnsafeTorrent(Exception):
 
 
 def _complete_torrent(
-    svc: services.Services, session: Session, transfer: Transfer, name: str, files: list[str]
+    svc: services.Services,
+    session: Session,
+    transfer: Transfer,
+    status: TorrentStatus,
+    source_dir: Path,
+    link: bool,
 ) -> tuple[list[int], list[str]]:
-    """Move a finished torrent's data from its incoming directory into the user's storage with
-    one rename, and record its files."""
-    settings = svc.settings
-    source_dir = settings.incoming_dir / str(transfer.id)
+    """Put a finished torrent's data from source_dir into the user's storage and record its
+    files: moved with one rename, or (`link`) as hard links, leaving the source for others."""
     try:
-        top = safe_relative_path(name)
-        relatives = [safe_relative_path(f) for f in files]
+        top = safe_relative_path(status.name)
+        relatives = [safe_relative_path(f) for f in status.files]
         for relative in relatives:
             resolve_inside(source_dir, relative)
     except UnsafePath as exc:
@@ -214,7 +221,7 @@ def _complete_torrent(
     if "/" in top or any(r != top and not r.startswith(top + "/") for r in relatives):
         raise UnsafeTorrent(f"torrent files are not all under {top!r}")
     _lock_user_storage(session, transfer.user_id)
-    user_dir = settings.user_dir(transfer.user_id)
+    user_dir = svc.settings.user_dir(transfer.user_id)
     user_dir.mkdir(parents=True, exist_ok=True)
     destination = free_name(user_dir, top)
     new_top = destination.name
@@ -232,13 +239,43 @@ def _complete_torrent(
     transfer.bytes_total = sum(f.size for f in stored)
     transfer.completed_at = datetime.now(UTC)
     session.flush()
-    move_into(source_dir / top, destination)
+    if link:
+        link_tree(source_dir / top, destination)
+    else:
+        move_into(source_dir / top, destination)
     try:
         session.commit()
     except Exception:
-        move_into(destination, source_dir / top)
+        if link and destination.is_dir():
+            _remove_dir(destination)
+        elif link:
+            destination.unlink(missing_ok=True)
+        else:
+            move_into(destination, source_dir / top)
         raise
     return [f.id for f in stored], [f.path for f in stored]
+
+
+def _complete_group(
+    svc: services.Services, session: Session, status: TorrentStatus, transfers: list[Transfer]
+) -> list[tuple[list[int], list[str]]]:
+    """Every transfer of one finished torrent (users who added the same one share its download):
+    all but the last get hard links, the last gets the bytes by rename. Returns what completed."""
+    incoming = svc.settings.incoming_dir
+    source_dir = Path(status.download_dir) if status.download_dir else None
+    if source_dir is None or source_dir.parent != incoming:
+        for transfer in transfers:
+            _fail(session, transfer, f"Transmission keeps it outside {incoming}: {source_dir}")
+        return []
+    done = []
+    for number, transfer in enumerate(transfers):
+        link = number < len(transfers) - 1
+        try:
+            done.append(_complete_torrent(svc, session, transfer, status, source_dir, link))
+        except UnsafeTorrent as exc:
+            session.rollback()
+            _fail(session, transfer, str(exc))
+    return done
 
 
 @celery_app.task(name="cloudfetch.poll_torrents")
@@ -260,11 +297,14 @@ def poll_torrents() -> int:
 
 def _poll(svc: services.Services) -> int:
     with svc.sessions() as session:
-        active = session.scalars(
-            select(Transfer.id).where(
+        active = session.execute(
+            select(Transfer.id, Transfer.info_hash)
+            .where(
                 Transfer.state == TransferState.DOWNLOADING,
                 Transfer.kind.in_([TransferKind.MAGNET, TransferKind.TORRENT]),
+                Transfer.info_hash.is_not(None),
             )
+            .order_by(Transfer.id)
         ).all()
         if not active:
             return 0
@@ -274,51 +314,67 @@ def _poll(svc: services.Services) -> int:
             # Transmission being away is not the transfers' fault: try again next poll.
             log.warning("poll skipped: %s", exc)
             return 0
-        for transfer_id in active:
-            transfer = session.get(Transfer, transfer_id)
-            if transfer is None or transfer.info_hash is None:
-                continue
+        by_hash: dict[str, list[int]] = {}
+        for transfer_id, info_hash in active:
+            by_hash.setdefault(info_hash, []).append(transfer_id)
+        for info_hash, ids in by_hash.items():
             try:
-                status = client.status(transfer.info_hash)
+                status = client.status(info_hash)
             except TorrentClientError as exc:
                 log.warning("poll stopped: %s", exc)
                 return 0
+            transfers = [t for t in (session.get(Transfer, i) for i in ids) if t is not None]
             if status is None:
-                _fail(session, transfer, "the torrent is no longer in Transmission")
+                for transfer in transfers:
+                    _fail(session, transfer, "the torrent is no longer in Transmission")
             elif status.error:
-                _fail(session, transfer, f"Transmission: {status.error}")
+                for transfer in transfers:
+                    _fail(session, transfer, f"Transmission: {status.error}")
             elif status.done:
-                try:
-                    file_ids, paths = _complete_torrent(
-                        svc, session, transfer, status.name, status.files
-                    )
-                except UnsafeTorrent as exc:
-                    session.rollback()
-                    _fail(session, transfer, str(exc))
-                    continue
+                done = _complete_group(svc, session, status, transfers)
                 try:
                     client.remove(status.info_hash, delete_data=False)
                 except TorrentClientError as exc:
-                    log.warning("transfer %s done but still in Transmission: %s", transfer_id, exc)
-                _remove_dir(svc.settings.incoming_dir / str(transfer_id))
-                _after_completion(file_ids, paths)
+                    log.warning("torrent %s done but still in Transmission: %s", info_hash, exc)
+                _remove_dir(Path(status.download_dir))
+                for transfer in transfers:
+                    _remove_dir(svc.settings.incoming_dir / str(transfer.id))
+                for file_ids, paths in done:
+                    _after_completion(file_ids, paths)
             else:
-                transfer.progress = status.progress
-                transfer.name = status.name
-                transfer.bytes_total = status.size or None
+                for transfer in transfers:
+                    transfer.progress = status.progress
+                    transfer.name = status.name
+                    transfer.bytes_total = status.size or None
                 session.commit()
         return len(active)
 
 
 @celery_app.task(name="cloudfetch.cancel_torrent")
 def cancel_torrent(transfer_id: int, info_hash: str) -> None:
-    """A deleted transfer: drop it from Transmission with its partial data."""
+    """A deleted transfer: drop it from Transmission with its partial data, unless another
+    user's transfer shares the torrent (then its bytes stay, wherever Transmission keeps them)."""
     svc = services.current()
+    own_dir = svc.settings.incoming_dir / str(transfer_id)
+    with svc.sessions() as session:
+        shared = session.scalar(
+            select(Transfer.id)
+            .where(Transfer.info_hash == info_hash, Transfer.state.in_(_ACTIVE))
+            .limit(1)
+        )
     try:
-        svc.torrent_client().remove(info_hash, delete_data=True)
+        client = svc.torrent_client()
+        if shared is None:
+            client.remove(info_hash, delete_data=True)
+        else:
+            status = client.status(info_hash)
+            if status is None or Path(status.download_dir) == own_dir:
+                return
     except TorrentClientError as exc:
         log.warning("could not remove torrent %s of transfer %s: %s", info_hash, transfer_id, exc)
-    _remove_dir(svc.settings.incoming_dir / str(transfer_id))
+        if shared is not None:
+            return
+    _remove_dir(own_dir)
 
 
 @celery_app.task(

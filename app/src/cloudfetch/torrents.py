@@ -26,7 +26,8 @@ class TorrentStatus:
     size: int
     done: bool
     error: str | None
-    files: list[str]  # relative to the transfer's download directory
+    files: list[str]  # relative to download_dir
+    download_dir: str = ""  # where Transmission writes it: the incoming dir of the first adder
 
 
 class TorrentClient:
@@ -74,6 +75,7 @@ class TorrentClient:
             # (disk full, data missing) and needs a person.
             error=(torrent.error_string or "local error") if torrent.error == LOCAL_ERROR else None,
             files=files,
+            download_dir=torrent.download_dir or "",
         )
 
     def remove(self, info_hash: str, delete_data: bool) -> None:
