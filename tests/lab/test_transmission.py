@@ -82,6 +82,7 @@ def test_worker_settings(lab, converged):
     plain = secret("transmission_rpc")
     assert hashlib.sha1((plain + salt).encode()).hexdigest() == password[1:41]
     assert current["dht-enabled"] is False and current["lpd-enabled"] is False
+    assert current["umask"] == 0o002  # the app's storage group may move and link downloads
     assert current["download-dir"] == DOWNLOAD_DIR
 
 
@@ -150,6 +151,44 @@ def test_worker_fetches_the_seeded_torrent(lab, converged):
     fetched = file_digests(lab, WORKER, f"{DOWNLOAD_DIR}/{TORRENT_NAME}")
     seeded = file_digests(lab, SEEDER, f"{SEEDER_DATA}/{TORRENT_NAME}")
     assert fetched == seeded and len(seeded) >= 2, (fetched, seeded)
+    # Transmission holds a torrent once: leave it to the app's own fetch of it (test_web.py).
+    remote(lab, "-t", torrent, "--remove-and-delete")
+
+
+def test_the_app_may_move_and_link_what_the_daemon_writes(lab, converged):
+    """A finished multi-file torrent is a directory the daemon's user created in the app's
+    incoming tree. The app moves it into a user's storage (a directory can only change parent
+    when its mover may write it) and hard-links its files for other users who added the same
+    torrent (fs.protected_hardlinks: only with write access). With Transmission's default umask
+    022 both fail (EACCES, EPERM); the role's transmission_umask makes them work."""
+    umask = f"{settings(lab, WORKER)['umask']:03o}"
+    storage = "/srv/cloudfetch/shared/storage"
+    probe = f"{storage}/.incoming/probe-{os.getpid()}"
+    user_dir = f"{storage}/u-probe-{os.getpid()}"
+    run_on(lab, WORKER, f"runuser -u cloudfetch -- sh -c 'umask 002; mkdir -p {probe} {user_dir}'")
+    try:
+        run_on(
+            lab,
+            WORKER,
+            f"runuser -u debian-transmission -- sh -c 'umask {umask}; mkdir {probe}/Show"
+            f" && echo episode > {probe}/Show/e01.mkv'",
+        )
+        moved = run_on(
+            lab,
+            WORKER,
+            "runuser -u cloudfetch -- python3 -c "
+            + shlex.quote(
+                "import os; "
+                f"os.link('{probe}/Show/e01.mkv', '{user_dir}/e01-link.mkv'); "
+                f"os.replace('{probe}/Show', '{user_dir}/Show')"
+            ),
+            check=False,
+        )
+        assert moved.returncode == 0, f"umask {umask}: {moved.stderr}"
+        listing = run_on(lab, WORKER, f"stat -c '%h %n' {user_dir}/Show/e01.mkv").stdout
+        assert listing.split()[0] == "2", listing  # one file, two names
+    finally:
+        run_on(lab, WORKER, f"rm -rf {probe} {user_dir}", check=False)
 
 
 def rpc_request(url: str) -> int:
@@ -244,6 +283,7 @@ def run_with(playbook: str, *extra: str) -> tuple[int, str]:
             "transmission_rpc_whitelist_groups",
         ),
         ("transmission.yml", {"transmission_dht_enabled": "maybe"}, "transmission_dht_enabled"),
+        ("transmission.yml", {"transmission_umask": "rw-rw-r--"}, "transmission_umask"),
         ("lab_seeder.yml", {"lab_seeder_forbidden_groups": ["lab_seeders"]}, "lab_seeder"),
         (
             "lab_seeder.yml",
