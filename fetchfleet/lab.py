@@ -661,8 +661,25 @@ def _ssh_ready(lab: Lab, host: LabHost) -> bool:
         return False
 
 
+# Run once SSH answers: wait for the boot to finish, give units that failed at boot one more
+# start, and succeed only when unprivileged users may log in. Under load, nspawn hosts
+# sometimes lose the race for a unit's cgroup ("Failed at step CGROUP", status 219): seen on
+# systemd-user-sessions, which then leaves /run/nologin, so the admin users cannot log in.
+_BOOT_SETTLED = """
+timeout 30 systemctl is-system-running --wait >/dev/null 2>&1
+failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}')
+if [ -n "$failed" ]; then
+    echo "restarted units that failed at boot: $failed" >&2
+    systemctl reset-failed
+    systemctl restart $failed
+fi
+test ! -e /run/nologin
+"""
+
+
 def wait_until_up(lab: Lab, host: LabHost, since: float) -> float:
-    """Wait until the host answers SSH with its pinned key; returns seconds it took."""
+    """Wait until the host answers SSH with its pinned key and its boot has settled (see
+    _BOOT_SETTLED); returns seconds it took."""
     name = host.name
     deadline = since + lab.boot_timeout
     record: dict[str, Proc] = {}
@@ -675,7 +692,10 @@ def wait_until_up(lab: Lab, host: LabHost, since: float) -> float:
         if "leader" not in record and (leader := _leader(nspawn)):
             record["leader"] = leader
             _save_record(lab, name, record)
-        if _ssh_ready(lab, host) and run_on(lab, host.name, "true", check=False).returncode == 0:
+        if (
+            _ssh_ready(lab, host)
+            and run_on(lab, host.name, _BOOT_SETTLED, check=False).returncode == 0
+        ):
             return time.monotonic() - since
         time.sleep(0.3)
     tail = lab.console_log(name).read_text()[-1500:]
