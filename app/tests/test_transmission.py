@@ -257,3 +257,53 @@ def test_deleting_one_of_two_transfers_of_a_torrent_keeps_the_other_going(
     assert (tx_settings.user_dir(bob.id) / "Film/film.mkv").read_bytes() == files["Film/film.mkv"]
     assert client_tx.status(info_hash) is None
     assert not any(tx_settings.incoming_dir.iterdir())
+
+
+def test_a_torrent_transmission_keeps_outside_the_incoming_tree_is_left_alone(
+    client: FlaskClient, tx_settings: Settings, alice: User, client_tx: TorrentClient, tmp_path
+) -> None:
+    """An operator seeded this torrent by hand from elsewhere; a user adds the same one. The
+    transfer fails clearly, and neither the operator's files nor the torrent are touched."""
+    services.configure(tx_settings)
+    files = {"Docs/manual.pdf": b"d" * 30000}
+    torrent = make_torrent("Docs", files)
+    outside = tmp_path / "operator-seeds"
+    (outside / "Docs").mkdir(parents=True)
+    (outside / "Docs/manual.pdf").write_bytes(files["Docs/manual.pdf"])
+    info_hash = client_tx.add(torrent, outside)
+    wait_for(lambda: (s := client_tx.status(info_hash)) and s.done)
+    transfer_id = upload(client, alice, torrent)
+    tasks.start_torrent.apply(args=[transfer_id])
+    tasks.poll_torrents.apply()
+    with services.current().sessions() as s:
+        failed = s.get(Transfer, transfer_id)
+        assert failed is not None and failed.state == "failed"
+        assert "outside" in (failed.error or "")
+    assert (outside / "Docs/manual.pdf").read_bytes() == files["Docs/manual.pdf"]
+    assert client_tx.status(info_hash) is not None
+    client_tx.remove(info_hash, delete_data=False)
+
+
+def test_deleting_a_transfer_of_a_torrent_kept_outside_leaves_it_alone(
+    client: FlaskClient, tx_settings: Settings, alice: User, client_tx: TorrentClient, tmp_path
+) -> None:
+    services.configure(tx_settings)
+    info_hash = "1234567890abcdef1234567890abcdef12345678"
+    outside = tmp_path / "operator-seeds"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("operator's")
+    client_tx.add(f"magnet:?xt=urn:btih:{info_hash}", outside)
+    response = client.post(
+        "/api/transfers", json={"magnet": f"magnet:?xt=urn:btih:{info_hash}"}, headers=alice.headers
+    )
+    transfer_id = response.get_json()["id"]
+    tasks.start_torrent.apply(args=[transfer_id])
+    queued()
+    assert client.delete(f"/api/transfers/{transfer_id}", headers=alice.headers).status_code == 204
+    [(name, args)] = queued()
+    assert name == "cloudfetch.cancel_torrent"
+    tasks.cancel_torrent.apply(args=args)
+    assert client_tx.status(info_hash) is not None
+    assert (outside / "keep.txt").read_text() == "operator's"
+    assert not (tx_settings.incoming_dir / str(transfer_id)).exists()
+    client_tx.remove(info_hash, delete_data=False)

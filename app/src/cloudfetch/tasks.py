@@ -30,7 +30,7 @@ from cloudfetch.storage import (
     safe_relative_path,
 )
 from cloudfetch.storage import unique_destination as free_name
-from cloudfetch.torrents import TorrentClientError, TorrentStatus
+from cloudfetch.torrents import TorrentClient, TorrentClientError, TorrentStatus
 
 log = logging.getLogger(__name__)
 
@@ -257,16 +257,22 @@ def _complete_torrent(
 
 
 def _complete_group(
-    svc: services.Services, session: Session, status: TorrentStatus, transfers: list[Transfer]
-) -> list[tuple[list[int], list[str]]]:
+    svc: services.Services,
+    session: Session,
+    client: TorrentClient,
+    status: TorrentStatus,
+    transfers: list[Transfer],
+) -> None:
     """Every transfer of one finished torrent (users who added the same one share its download):
-    all but the last get hard links, the last gets the bytes by rename. Returns what completed."""
+    all but the last get hard links, the last gets the bytes by rename; then the torrent leaves
+    Transmission and the incoming directories go. A torrent Transmission keeps outside the
+    incoming tree is not the app's: its transfers fail and nothing of it is touched."""
     incoming = svc.settings.incoming_dir
     source_dir = Path(status.download_dir) if status.download_dir else None
     if source_dir is None or source_dir.parent != incoming:
         for transfer in transfers:
             _fail(session, transfer, f"Transmission keeps it outside {incoming}: {source_dir}")
-        return []
+        return
     done = []
     for number, transfer in enumerate(transfers):
         link = number < len(transfers) - 1
@@ -275,7 +281,15 @@ def _complete_group(
         except UnsafeTorrent as exc:
             session.rollback()
             _fail(session, transfer, str(exc))
-    return done
+    try:
+        client.remove(status.info_hash, delete_data=False)
+    except TorrentClientError as exc:
+        log.warning("torrent %s done but still in Transmission: %s", status.info_hash, exc)
+    _remove_dir(source_dir)
+    for transfer in transfers:
+        _remove_dir(incoming / str(transfer.id))
+    for file_ids, paths in done:
+        _after_completion(file_ids, paths)
 
 
 @celery_app.task(name="cloudfetch.poll_torrents")
@@ -331,16 +345,7 @@ def _poll(svc: services.Services) -> int:
                 for transfer in transfers:
                     _fail(session, transfer, f"Transmission: {status.error}")
             elif status.done:
-                done = _complete_group(svc, session, status, transfers)
-                try:
-                    client.remove(status.info_hash, delete_data=False)
-                except TorrentClientError as exc:
-                    log.warning("torrent %s done but still in Transmission: %s", info_hash, exc)
-                _remove_dir(Path(status.download_dir))
-                for transfer in transfers:
-                    _remove_dir(svc.settings.incoming_dir / str(transfer.id))
-                for file_ids, paths in done:
-                    _after_completion(file_ids, paths)
+                _complete_group(svc, session, client, status, transfers)
             else:
                 for transfer in transfers:
                     transfer.progress = status.progress
@@ -353,7 +358,8 @@ def _poll(svc: services.Services) -> int:
 @celery_app.task(name="cloudfetch.cancel_torrent")
 def cancel_torrent(transfer_id: int, info_hash: str) -> None:
     """A deleted transfer: drop it from Transmission with its partial data, unless another
-    user's transfer shares the torrent (then its bytes stay, wherever Transmission keeps them)."""
+    user's transfer shares the torrent (then its bytes stay) or Transmission keeps it outside
+    the incoming tree (then it is not the app's to delete)."""
     svc = services.current()
     own_dir = svc.settings.incoming_dir / str(transfer_id)
     with svc.sessions() as session:
@@ -364,12 +370,13 @@ def cancel_torrent(transfer_id: int, info_hash: str) -> None:
         )
     try:
         client = svc.torrent_client()
-        if shared is None:
-            client.remove(info_hash, delete_data=True)
-        else:
-            status = client.status(info_hash)
-            if status is None or Path(status.download_dir) == own_dir:
-                return
+        status = client.status(info_hash)
+        if status is not None:
+            where = Path(status.download_dir)
+            if shared is None and where.parent == svc.settings.incoming_dir:
+                client.remove(info_hash, delete_data=True)
+            elif where == own_dir:
+                return  # the other transfers still need these bytes
     except TorrentClientError as exc:
         log.warning("could not remove torrent %s of transfer %s: %s", info_hash, transfer_id, exc)
         if shared is not None:
