@@ -76,17 +76,13 @@ def deployed(lab, converged) -> dict:
     return {"release": version.json()["release"], "recap": recap}
 
 
-def sign_up() -> str:
+@pytest.fixture(scope="module")
+def user(deployed) -> str:
     """A fresh user's API token, signed up through the load balancer."""
     email = f"web-{secrets.token_hex(4)}@example.com"
     resp = http("POST", "/api/signup", data={"email": email, "password": secrets.token_hex(12)})
     assert resp.status == 201, resp
     return resp.json()["token"]
-
-
-@pytest.fixture(scope="module")
-def user(deployed) -> str:
-    return sign_up()
 
 
 @pytest.fixture(scope="module")
