@@ -18,11 +18,11 @@ import json
 import secrets
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+
+from fetchfleet import api
 
 LAB_NETWORK = ipaddress.ip_network("10.77.0.0/24")
 
@@ -46,21 +46,6 @@ class Stats:
     @property
     def lost(self) -> int:
         return self.failed - self.app_errors
-
-
-def _request(
-    base: str, method: str, path: str, token: str | None, data: dict | None, timeout: float
-):
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    body = json.dumps(data).encode() if data is not None else None
-    req = urllib.request.Request(base + path, data=body, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 class Load:
@@ -95,13 +80,14 @@ class Load:
 
     def _call(self, kind: str, method: str, path: str, expect: int, data: dict | None = None):
         try:
-            status, body = _request(self.base, method, path, self.token, data, timeout=20)
+            resp = api.call(self.base, method, path, self.token, data, timeout=20)
         except OSError as err:
             self._record(kind, False, f"{type(err).__name__}: {err}")
             return None
-        app_error = status == 500 and b'"internal_error"' in body
-        self._record(kind, status == expect, f"HTTP {status} {body[:120]!r}", app_error)
-        return body if status == expect else None
+        app_error = resp.status == 500 and b'"internal_error"' in resp.body
+        ok = resp.status == expect
+        self._record(kind, ok, f"HTTP {resp.status} {resp.body[:120]!r}", app_error)
+        return resp.body if ok else None
 
     def _client(self, n: int) -> None:
         interval = self.threads / self.rate
@@ -138,17 +124,18 @@ class Load:
 
     def start(self) -> Load:
         email = f"load-{secrets.token_hex(5)}@example.com"
-        status, body = _request(
+        resp = api.call(
             self.base,
             "POST",
             "/api/signup",
-            None,
-            {"email": email, "password": secrets.token_hex(12)},
-            20,
+            data={"email": email, "password": secrets.token_hex(12)},
+            timeout=20,
         )
-        if status != 201:
-            raise RuntimeError(f"load generator could not sign up: HTTP {status} {body[:200]!r}")
-        self.token = json.loads(body)["token"]
+        if resp.status != 201:
+            raise RuntimeError(
+                f"load generator could not sign up: HTTP {resp.status} {resp.body[:200]!r}"
+            )
+        self.token = resp.json()["token"]
         self._t0 = time.monotonic()
         self._workers = [
             threading.Thread(target=self._client, args=(n,), daemon=True)
