@@ -28,33 +28,23 @@ from fetchfleet.inventory import REPO
 from fetchfleet.lab import Lab, run_on, secret, tcp_open
 from fetchfleet.playbook import parse_recap, run_playbook
 
-WORKER, SEEDER = "worker1", "seed1"
+from torrents import (
+    DOWNLOAD_DIR,
+    RPC_USER,
+    SEEDER,
+    SEEDER_DATA,
+    TORRENT_NAME,
+    WORKER,
+    file_digests,
+    fixture_torrent,
+    fresh_seeder,
+    info_hash,
+    remote,
+    worker_drops,
+)
+
 RPC_PORT = 9091
-RPC_USER = "cloudfetch"
-DOWNLOAD_DIR = "/srv/cloudfetch/shared/transmission"
-SEEDER_DATA = "/srv/lab-seeder/data"
-TORRENT_NAME = "fetchfleet-fixture"
 FETCH_BOUND = 180.0  # seconds for the worker to fetch the whole fixture (a few MiB in the lab)
-
-
-def remote(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """transmission-remote on the worker against its own daemon (127.0.0.1 is whitelisted)."""
-    command = (
-        "read -r TR_AUTH; export TR_AUTH; transmission-remote 127.0.0.1:9091 --authenv "
-        + shlex.join(args)
-    )
-    return run_on(
-        lab, WORKER, command, stdin=f"{RPC_USER}:{secret('transmission_rpc')}\n", check=check
-    )
-
-
-def seeder_remote(lab: Lab, *args: str) -> subprocess.CompletedProcess:
-    """transmission-remote on the seeder against its own (loopback-only) daemon."""
-    command = (
-        "read -r TR_AUTH; export TR_AUTH; transmission-remote 127.0.0.1:9091 --authenv "
-        + shlex.join(args)
-    )
-    return run_on(lab, SEEDER, command, stdin=f"seeder:{secret('lab_seeder_rpc')}\n")
 
 
 def settings(lab: Lab, name: str) -> dict:
@@ -103,39 +93,14 @@ def test_settings_drift_is_corrected_while_stopped(lab, converged):
     assert again.ok and again.total("changed") == 0, again.changed
 
 
-def info_hash(lab: Lab, path: str) -> str:
-    shown = run_on(lab, WORKER, f"transmission-show {shlex.quote(path)}").stdout
-    match = re.search(r"Hash: ([0-9a-f]{40})", shown)
-    assert match, shown
-    return match[1]
-
-
-def file_digests(lab: Lab, name: str, directory: str) -> dict[str, str]:
-    out = run_on(lab, name, f"cd {shlex.quote(directory)} && sha256sum -- *").stdout
-    return {line.split()[1]: line.split()[0] for line in out.splitlines()}
-
-
 def test_worker_fetches_the_seeded_torrent(lab, converged):
-    local = lab.state_dir / "seeder" / f"{TORRENT_NAME}.torrent"
-    assert local.exists(), f"{local} missing: converge playbooks/lab_seeder.yml first"
     target = f"/tmp/{TORRENT_NAME}.torrent"
-    run_on(lab, WORKER, f"cat > {target}", stdin=local.read_bytes())
+    run_on(lab, WORKER, f"cat > {target}", stdin=fixture_torrent(lab))
     torrent = info_hash(lab, target)
     # Start from nothing: a previous run's copy is removed together with its data.
-    remote(lab, "-t", torrent, "--remove-and-delete", check=False)
-    deadline = time.monotonic() + 30
-    while torrent in remote(lab, "-t", torrent, "-i").stdout:
-        assert time.monotonic() < deadline, "old copy of the torrent was not removed"
-        time.sleep(0.5)
+    worker_drops(lab, torrent)
     assert run_on(lab, WORKER, f"test -e {DOWNLOAD_DIR}/{TORRENT_NAME}", check=False).returncode
-
-    # A seeder that served this worker before remembers it as a seed (same address and port) and
-    # will not serve it again until it forgets; a fresh leecher is what this test is about.
-    run_on(lab, SEEDER, "systemctl restart transmission-daemon")
-    deadline = time.monotonic() + 60
-    while "Percent Done: 100%" not in seeder_remote(lab, "-t", torrent, "-i").stdout:
-        assert time.monotonic() < deadline, "the seeder does not have the whole torrent"
-        time.sleep(0.5)
+    fresh_seeder(lab, torrent)
 
     t0 = time.monotonic()
     remote(lab, "-a", target)

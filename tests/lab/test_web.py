@@ -3,8 +3,9 @@ runtime, and the first deploy — used the way a person would, through the load 
 
 Runs on the session's converged lab (site.yml imports web.yml), deploys once (deploy.yml), then:
 sign up, a URL transfer fetched by Celery on the worker from a lab host, list, search (Solr),
-download (bytes from the worker's storage through nginx's internal location, not gunicorn), a
-dead web host, maintenance switch, auth rate limit, firewall, a second converge, bad variables.
+download (bytes from the worker's storage through nginx's internal location, not gunicorn), two
+users fetching the lab seeder's torrent from a real peer through the app, a dead web host,
+maintenance switch, auth rate limit, firewall, a second converge, bad variables.
 """
 
 from __future__ import annotations
@@ -18,51 +19,42 @@ import secrets
 import shlex
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
+from fetchfleet import api
 from fetchfleet import lab as L
+from fetchfleet.api import Response
 from fetchfleet.inventory import REPO, load_fleet
 from fetchfleet.playbook import Recap, run_playbook
+
+from torrents import (
+    SEEDER,
+    SEEDER_DATA,
+    TORRENT_NAME,
+    file_digests,
+    fixture_torrent,
+    fresh_seeder,
+    info_hash,
+    remote,
+    worker_drops,
+)
 
 FLEET = load_fleet("lab")
 LB = FLEET.group("loadbalancers")[0]
 BASE = f"http://{LB.address}"
 WEB = [h.name for h in FLEET.group("web")]
 WORKER = FLEET.group("workers")[0]
+INCOMING = "/srv/cloudfetch/shared/storage/.incoming"
 URL_PORT = 8099  # lab-only rule in inventory/lab/group_vars/loadbalancers/nginx.yml
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.body)
 
 
 def http(
     method: str, path: str, token: str | None = None, data: dict | None = None, timeout=15.0
 ) -> Response:
-    """One request through the load balancer (urllib: no redirects followed for non-GET)."""
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    body = json.dumps(data).encode() if data is not None else None
-    request = urllib.request.Request(BASE + path, data=body, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return Response(
-                resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-            )
-    except urllib.error.HTTPError as err:
-        return Response(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+    """One request through the load balancer."""
+    return api.call(BASE, method, path, token, data, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +77,28 @@ def user(deployed) -> str:
     return resp.json()["token"]
 
 
+# python3's http.server, plus `?seconds=S` on a URL: the file is sent in 50 slices over S seconds,
+# so a transfer's task is still running when a test kills the worker.
+URL_SERVER = """
+import functools, http.server, sys, time, urllib.parse
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def copyfile(self, source, outputfile):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        seconds = float(query.get("seconds", ["0"])[0])
+        data = source.read()
+        step = max(1, len(data) // 50) if seconds else len(data) or 1
+        for start in range(0, len(data), step):
+            outputfile.write(data[start : start + step])
+            outputfile.flush()
+            time.sleep(seconds / 50)
+
+port, address, directory = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+handler = functools.partial(Handler, directory=directory)
+http.server.ThreadingHTTPServer((address, port), handler).serve_forever()
+"""
+
+
 @pytest.fixture(scope="module")
 def url_server(lab) -> Iterator[tuple[str, bytes]]:
     """A file served over HTTP by a lab host (lb1) for a bounded time: (url, its bytes)."""
@@ -94,15 +108,16 @@ def url_server(lab) -> Iterator[tuple[str, bytes]]:
     L.run_on(
         lab,
         LB.name,
-        f"mkdir -p {directory} && base64 -d > {shlex.quote(directory + '/' + name)}",
+        f"mkdir -p {directory}/files && base64 -d > {shlex.quote(directory + '/files/' + name)}",
         stdin=base64.b64encode(payload).decode(),
     )
+    L.run_on(lab, LB.name, f"cat > {directory}/serve.py", stdin=URL_SERVER)
     unit = f"test-web-url-{secrets.token_hex(3)}"
     L.run_on(
         lab,
         LB.name,
-        f"systemd-run --collect --unit={unit} --property=RuntimeMaxSec=300 python3 -m http.server "
-        f"{URL_PORT} --bind {LB.address} --directory {directory}",
+        f"systemd-run --collect --unit={unit} --property=RuntimeMaxSec=1200 python3 "
+        f"{directory}/serve.py {URL_PORT} {LB.address} {directory}/files",
     )
     url = f"http://{LB.address}:{URL_PORT}/Big%20Buck%20Bunny%20sample.bin"
     probe = (
@@ -204,6 +219,161 @@ def test_use_the_app_through_the_load_balancer(lab, deployed, user, url_server):
             break
         time.sleep(1)
     assert gone, f"{on_worker} still on {WORKER.name} after the file was deleted"
+
+
+def test_two_users_fetch_a_real_torrent_through_the_app(lab, deployed, user):
+    """End to end with a real peer: two users upload the seeded .torrent through the load
+    balancer; the worker's Transmission fetches it once from seed1 (the second user joins the
+    first one's download); both get every file, byte for byte, through nginx."""
+    data = fixture_torrent(lab)
+    L.run_on(lab, WORKER.name, f"cat > /tmp/{TORRENT_NAME}.torrent", stdin=data)
+    torrent = info_hash(lab, f"/tmp/{TORRENT_NAME}.torrent")
+    worker_drops(lab, torrent)  # the app's own download, not one left by test_transmission
+    fresh_seeder(lab, torrent)
+    seeded = file_digests(lab, SEEDER, f"{SEEDER_DATA}/{TORRENT_NAME}")
+
+    second = http(
+        "POST",
+        "/api/signup",
+        data={"email": f"web-{secrets.token_hex(4)}@example.com", "password": "x" * 16},
+    )
+    assert second.status == 201, second
+    tokens = [user, second.json()["token"]]
+    t0 = time.monotonic()
+    transfers = []
+    for token in tokens:
+        added = api.upload(
+            BASE, "/api/transfers", token, "torrent", f"{TORRENT_NAME}.torrent", data
+        )
+        assert added.status == 202, added
+        transfers.append((token, added.json()["id"]))
+
+    states: dict[int, str] = {}
+    deadline = t0 + 180
+    while time.monotonic() < deadline:
+        states = {
+            tid: http("GET", f"/api/transfers/{tid}", token).json()["state"]
+            for token, tid in transfers
+        }
+        if all(state in ("completed", "failed") for state in states.values()):
+            break
+        time.sleep(1)
+    assert set(states.values()) == {"completed"}, states
+    print(f"\nFIGURE two users' torrent through the app: completed in {time.monotonic() - t0:.1f}s")
+
+    for token, _ in transfers:
+        listing = http("GET", f"/api/files?path={TORRENT_NAME}", token).json()
+        files = {f["name"]: f for f in listing["files"]}
+        assert sorted(files) == sorted(seeded), listing
+        for name, digest in seeded.items():
+            download = http("GET", f"/api/files/{files[name]['id']}/download", token)
+            assert download.status == 200, download
+            assert hashlib.sha256(download.body).hexdigest() == digest, name
+            assert f"{WORKER.address}:8081" in download.headers.get("x-cloudfetch-storage", "")
+    # The app finished with the torrent: Transmission no longer holds it, and the transfers'
+    # directories in the incoming tree are gone.
+    assert torrent not in remote(lab, "-l").stdout
+    incoming = L.run_on(lab, WORKER.name, f"ls -A {INCOMING}", check=False).stdout.split()
+    assert not {str(tid) for _, tid in transfers} & set(incoming), incoming
+    for token, _ in transfers:
+        for f in http("GET", f"/api/files?path={TORRENT_NAME}", token).json()["files"]:
+            assert http("DELETE", f"/api/files/{f['id']}", token).status == 204
+
+
+# Long work survives what the queue is there for (durable queues, persistent messages, late acks,
+# reject_on_worker_lost; app/README): a worker killed mid-task, a broker restarted with work waiting.
+
+WORKER_PROGRAM = "cloudfetch-worker"
+BROKER = FLEET.group("rabbitmq")[0].name
+CELERY_WORKER = "[c]elery.*worker.*-Q transfers"  # the worker, not beat; [c]: not the shell itself
+
+
+def wait_for_transfer(token: str, transfer_id: int, bound: float) -> dict:
+    deadline = time.monotonic() + bound
+    while True:
+        transfer = http("GET", f"/api/transfers/{transfer_id}", token).json()
+        if transfer["state"] in ("completed", "failed") or time.monotonic() > deadline:
+            return transfer
+        time.sleep(1)
+
+
+def assert_fetched_once(token: str, transfer: dict, payload: bytes) -> None:
+    """Completed, with exactly one file for the transfer holding exactly the served bytes."""
+    assert transfer["state"] == "completed", transfer
+    listing = http("GET", "/api/files", token).json()["files"]
+    files = [f for f in listing if f["transfer_id"] == transfer["id"]]
+    assert len(files) == 1, files
+    body = http("GET", f"/api/files/{files[0]['id']}/download", token).body
+    assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
+    assert http("DELETE", f"/api/files/{files[0]['id']}", token).status == 204
+
+
+def worker_pids(lab) -> set[str]:
+    out = L.run_on(lab, WORKER.name, f"pgrep -f {shlex.quote(CELERY_WORKER)}", check=False)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("victim", ["pool process", "whole worker"])
+def test_a_worker_killed_mid_transfer_loses_nothing(lab, deployed, user, url_server, victim):
+    """SIGKILL in the middle of a download: the pool process running the task (the master
+    requeues it: reject_on_worker_lost), or every worker process at once, as the OOM killer or a
+    crash would (the broker requeues the unacked message; supervisor starts a new worker)."""
+    url, payload = url_server
+    added = http("POST", "/api/transfers", user, {"url": f"{url}?seconds=12"})
+    assert added.status == 202, added
+    transfer_id = added.json()["id"]
+    deadline = time.monotonic() + 30
+    while http("GET", f"/api/transfers/{transfer_id}", user).json()["progress"] <= 0:
+        assert time.monotonic() < deadline, "the download never started"
+        time.sleep(0.5)
+    before = worker_pids(lab)
+    if victim == "pool process":  # the children of the worker's master
+        command = f"pkill -KILL -P $(pgrep -o -f {shlex.quote(CELERY_WORKER)})"
+    else:
+        command = f"pkill -KILL -f {shlex.quote(CELERY_WORKER)}"
+    L.run_on(lab, WORKER.name, command)
+    t0 = time.monotonic()
+    transfer = wait_for_transfer(user, transfer_id, 120)
+    print(f"\nFIGURE {victim} killed mid-transfer: completed {time.monotonic() - t0:.1f}s later")
+    assert before - worker_pids(lab), "no worker process was replaced: nothing was killed"
+    assert_fetched_once(user, transfer, payload)
+    status = L.run_on(lab, WORKER.name, f"supervisorctl status {WORKER_PROGRAM}").stdout
+    assert "RUNNING" in status, status
+
+
+def test_a_broker_restart_loses_no_waiting_task(lab, deployed, user, url_server):
+    """With the worker stopped, a transfer's task waits in RabbitMQ; the broker restarts; the
+    task is still there and runs when the worker is back. The web hosts publish again after the
+    restart without an error (their connections to the old broker died with it)."""
+    url, payload = url_server
+    queued = "rabbitmqctl list_queues -p cloudfetch --silent --formatter json name messages"
+
+    def waiting() -> int:
+        queues = json.loads(L.run_on(lab, BROKER, queued).stdout)
+        return next(q["messages"] for q in queues if q["name"] == "transfers")
+
+    L.run_on(lab, WORKER.name, f"supervisorctl stop {WORKER_PROGRAM}")
+    try:
+        added = http("POST", "/api/transfers", user, {"url": url})
+        assert added.status == 202, added
+        assert waiting() >= 1
+        t0 = time.monotonic()
+        L.run_on(lab, BROKER, "systemctl restart rabbitmq-server && rabbitmqctl await_startup")
+        print(f"\nFIGURE rabbitmq-server restart: {time.monotonic() - t0:.1f}s")
+        assert waiting() >= 1, "the waiting task did not survive the broker's restart"
+    finally:
+        L.run_on(lab, BROKER, "systemctl start rabbitmq-server", check=False)
+        L.run_on(lab, WORKER.name, f"supervisorctl start {WORKER_PROGRAM}", check=False)
+    assert_fetched_once(user, wait_for_transfer(user, added.json()["id"], 90), payload)
+    published: set[str] = set()
+    for _ in range(20):  # until every web host has published once more
+        again = http("POST", "/api/transfers", user, {"url": url})
+        assert again.status == 202, again
+        assert_fetched_once(user, wait_for_transfer(user, again.json()["id"], 90), payload)
+        published.add(again.headers["x-cloudfetch-web"])
+        if published == set(WEB):
+            break
+    assert published == set(WEB), published
 
 
 def test_maintenance_switches_without_reload(lab, deployed):
