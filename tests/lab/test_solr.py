@@ -11,16 +11,23 @@ that bad variables stop the run before any change.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
+import io
 import json
 import os
 import shlex
 import subprocess
 import sys
+import tarfile
+import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -198,3 +205,68 @@ def test_bad_variable_stops_the_run_before_any_change(
     assert variable in output, f"the failure does not name {variable}:\n{output[-2000:]}"
     after = {s.name: _on(lab, s.name, f"stat -c %Y {unit}").stdout for s in solr_hosts}
     assert before == after
+
+
+@pytest.fixture
+def tampered_mirror(lab) -> Iterator[tuple[str, str]]:
+    """A mirror on the control machine with Apache's layout (VERSION/solr-VERSION.tgz plus its
+    .sha512 in sha512sum format) whose archive does not match its published SHA-512, as after a
+    corrupted download or a tampered mirror. Yields (mirror URL, version)."""
+    version = "9.10.1"
+    with tempfile.TemporaryDirectory() as tmp:
+        release = Path(tmp) / version
+        release.mkdir()
+        archive = release / f"solr-{version}.tgz"
+        with tarfile.open(archive, "w:gz") as tar:
+            script = tarfile.TarInfo(f"solr-{version}/bin/solr")
+            body = b"#!/bin/sh\necho not solr\n"
+            script.size, script.mode = len(body), 0o755
+            tar.addfile(script, io.BytesIO(body))
+        published = hashlib.sha512(archive.read_bytes() + b"the real one").hexdigest()
+        (release / f"{archive.name}.sha512").write_text(f"{published}  {archive.name}\n")
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp)
+        server = http.server.ThreadingHTTPServer((str(lab.gateway), 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://{lab.gateway}:{server.server_port}", version
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def test_archive_source_refuses_an_archive_that_fails_its_sha512(
+    first_converge, lab, solr_hosts, solr_url, tampered_mirror
+):
+    """The default install source (Solr's release archive) is exercised up to its checksum: the
+    archive and its .sha512 are fetched from the configured mirror, they disagree, and the run
+    stops there; the installed Solr keeps its link, its files and its service."""
+    mirror, version = tampered_mirror
+    solr = solr_hosts[0].name
+    state = "readlink /opt/solr; ls /var/cache/fetchfleet; systemctl show -p MainPID --value solr"
+    before = _on(lab, solr, state).stdout
+    proc = subprocess.run(
+        [
+            _tool("ansible-playbook"),
+            "playbooks/solr.yml",
+            "--limit",
+            solr,
+            "-e",
+            f"solr_install_source=archive solr_archive_mirror={mirror} solr_version={version}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    recap = parse_recap(output)
+    assert proc.returncode != 0, f"a tampered archive was accepted:\n{output[-2000:]}"
+    assert recap[solr]["failed"] == 1 and recap[solr]["changed"] == 0, recap
+    failure = output[output.index("fatal:") :] if "fatal:" in output else output[-2000:]
+    assert "Download the release archive" in output and "did not match" in failure, failure
+    assert f"{mirror}/{version}/solr-{version}.tgz" in failure, failure
+    assert _on(lab, solr, state).stdout == before
+    assert _on(lab, solr, f"test -e /opt/solr-{version}/bin/solr").returncode != 0
+    assert _select(solr_url, q="*:*")["responseHeader"]["status"] == 0
