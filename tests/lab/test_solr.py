@@ -16,10 +16,8 @@ import hashlib
 import http.server
 import io
 import json
-import os
 import shlex
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
@@ -34,7 +32,7 @@ import pytest
 
 from fetchfleet.inventory import REPO, load_fleet
 from fetchfleet.lab import run_on
-from fetchfleet.playbook import Recap, parse_recap, run_playbook
+from fetchfleet.playbook import Recap, run_playbook
 
 PORT = 8983
 CORE = "cloudfetch"
@@ -60,11 +58,6 @@ def first_converge(converged) -> Recap:
 @pytest.fixture(scope="module")
 def solr_url(first_converge, solr_hosts) -> str:
     return f"http://{solr_hosts[0].address}:{PORT}/solr/{CORE}"
-
-
-def _tool(name: str) -> str:
-    local = Path(sys.executable).parent / name
-    return str(local) if local.exists() else name
 
 
 def _on(lab, name: str, command: str) -> subprocess.CompletedProcess:
@@ -189,19 +182,11 @@ def test_bad_variable_stops_the_run_before_any_change(
 ):
     unit = "/etc/systemd/system/solr.service"
     before = {s.name: _on(lab, s.name, f"stat -c %Y {unit}").stdout for s in solr_hosts}
-    proc = subprocess.run(
-        [_tool("ansible-playbook"), "playbooks/solr.yml", "-e", f"{variable}={value}"],
-        cwd=REPO,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    output = proc.stdout + proc.stderr
-    recap = parse_recap(output)
-    assert proc.returncode != 0, f"{variable}={value} was accepted:\n{output[-2000:]}"
-    assert sum(c["failed"] for c in recap.values()) >= 1, output[-2000:]
-    assert sum(c["changed"] for c in recap.values()) == 0, f"{variable}={value} changed: {recap}"
+    recap = run_playbook("solr.yml", extra=["-e", f"{variable}={value}"], echo=False)
+    output = recap.output
+    assert recap.returncode != 0, f"{variable}={value} was accepted:\n{output[-2000:]}"
+    assert recap.total("failed") >= 1, output[-2000:]
+    assert recap.total("changed") == 0, f"{variable}={value} changed: {recap.hosts}"
     assert variable in output, f"the failure does not name {variable}:\n{output[-2000:]}"
     after = {s.name: _on(lab, s.name, f"stat -c %Y {unit}").stdout for s in solr_hosts}
     assert before == after
@@ -245,25 +230,11 @@ def test_archive_source_refuses_an_archive_that_fails_its_sha512(
     solr = solr_hosts[0].name
     state = "readlink /opt/solr; ls /var/cache/fetchfleet; systemctl show -p MainPID --value solr"
     before = _on(lab, solr, state).stdout
-    proc = subprocess.run(
-        [
-            _tool("ansible-playbook"),
-            "playbooks/solr.yml",
-            "--limit",
-            solr,
-            "-e",
-            f"solr_install_source=archive solr_archive_mirror={mirror} solr_version={version}",
-        ],
-        cwd=REPO,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    output = proc.stdout + proc.stderr
-    recap = parse_recap(output)
-    assert proc.returncode != 0, f"a tampered archive was accepted:\n{output[-2000:]}"
-    assert recap[solr]["failed"] == 1 and recap[solr]["changed"] == 0, recap
+    archive = f"solr_install_source=archive solr_archive_mirror={mirror} solr_version={version}"
+    recap = run_playbook("solr.yml", limit=solr, extra=["-e", archive], echo=False)
+    output = recap.output
+    assert recap.returncode != 0, f"a tampered archive was accepted:\n{output[-2000:]}"
+    assert recap.hosts[solr]["failed"] == 1 and recap.hosts[solr]["changed"] == 0, recap.hosts
     failure = output[output.index("fatal:") :] if "fatal:" in output else output[-2000:]
     assert "Download the release archive" in output and "did not match" in failure, failure
     assert f"{mirror}/{version}/solr-{version}.tgz" in failure, failure
