@@ -60,6 +60,26 @@ def test_each_malformed_setting_is_named(key: str, value: str, complaint: str) -
         load_settings({**GOOD, key: value})
 
 
+def test_solr_user_is_optional_and_comes_in_pairs() -> None:
+    assert load_settings(GOOD).solr_auth is None
+    both = {**GOOD, "CLOUDFETCH_SOLR_USERNAME": "cloudfetch", "CLOUDFETCH_SOLR_PASSWORD": "pw"}
+    assert load_settings(both).solr_auth == ("cloudfetch", "pw")
+    for alone, missing in [
+        ("CLOUDFETCH_SOLR_USERNAME", "CLOUDFETCH_SOLR_PASSWORD"),
+        ("CLOUDFETCH_SOLR_PASSWORD", "CLOUDFETCH_SOLR_USERNAME"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^{missing}: required with the other one"):
+            load_settings({**GOOD, alone: "x"})
+
+
+def test_solr_credentials_in_the_url_are_refused() -> None:
+    """pysolr puts the URL in its error messages, and those reach logs and /healthz."""
+    url = "http://cloudfetch:secret@solr.internal:8983/solr/files"
+    with pytest.raises(ConfigError, match=r"^CLOUDFETCH_SOLR_URL: put Solr's user in") as err:
+        load_settings({**GOOD, "CLOUDFETCH_SOLR_URL": url})
+    assert "secret" not in str(err.value)
+
+
 def test_config_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     config = tmp_path / "cloudfetch.env"
     lines = [f"{k}={v}" for k, v in GOOD.items() if k != "CLOUDFETCH_SECRET_KEY"]

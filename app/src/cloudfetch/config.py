@@ -38,6 +38,15 @@ class Settings:
     dev_send_file: bool = False
     allow_private_urls: bool = False
     metrics_flush_seconds: float = 10.0
+    # Solr's BasicAuth user (both or neither); never in solr_url, whose text shows in errors.
+    solr_username: str | None = None
+    solr_password: str | None = None
+
+    @property
+    def solr_auth(self) -> tuple[str, str] | None:
+        if self.solr_username and self.solr_password:
+            return (self.solr_username, self.solr_password)
+        return None
 
     def user_dir(self, user_id: int) -> Path:
         return self.storage_root / f"u{user_id}"
@@ -147,10 +156,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ) from None
     upload = optional("MAX_UPLOAD_BYTES")
     download = optional("MAX_DOWNLOAD_BYTES")
+    solr_url = _url("CLOUDFETCH_SOLR_URL", required("SOLR_URL"), ("http", "https")).rstrip("/")
+    if urlsplit(solr_url).username is not None:
+        raise ConfigError(
+            "CLOUDFETCH_SOLR_URL: put Solr's user in CLOUDFETCH_SOLR_USERNAME and "
+            "CLOUDFETCH_SOLR_PASSWORD, not in the URL (the URL shows in error messages)"
+        )
+    solr_username, solr_password = optional("SOLR_USERNAME"), optional("SOLR_PASSWORD")
+    if (solr_username is None) != (solr_password is None):
+        missing = (
+            "CLOUDFETCH_SOLR_PASSWORD" if solr_password is None else "CLOUDFETCH_SOLR_USERNAME"
+        )
+        raise ConfigError(
+            f"{missing}: required with the other one (Solr's BasicAuth user: both or neither)"
+        )
     return Settings(
         database_url=database_url,
         broker_url=_url("CLOUDFETCH_BROKER_URL", required("BROKER_URL"), ("amqp", "memory")),
-        solr_url=_url("CLOUDFETCH_SOLR_URL", required("SOLR_URL"), ("http", "https")).rstrip("/"),
+        solr_url=solr_url,
+        solr_username=solr_username,
+        solr_password=solr_password,
         transmission_url=_url(
             "CLOUDFETCH_TRANSMISSION_URL", required("TRANSMISSION_URL"), ("http", "https")
         ),

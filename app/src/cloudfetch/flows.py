@@ -325,7 +325,7 @@ def search_files(db: Session, settings: Settings, user: User, text: Any) -> list
     if not isinstance(text, str) or not text.strip():
         raise ApiError(400, "invalid_query", "give a search text in q")
     try:
-        ids = FileIndex(settings.solr_url).search(user.id, text)
+        ids = FileIndex.for_settings(settings).search(user.id, text)
     except SearchUnavailable as exc:
         raise ApiError(503, "search_unavailable", "search is unavailable; try again") from exc
     except ValueError:

@@ -32,7 +32,7 @@ def _broker(services: Services) -> None:
 
 
 def _search(services: Services) -> None:
-    FileIndex(services.settings.solr_url, timeout=TIMEOUT_SECONDS).ping()
+    FileIndex.for_settings(services.settings, timeout=TIMEOUT_SECONDS).ping()
 
 
 CHECKS = {"database": _database, "broker": _broker, "search": _search}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pysolr
 
+from cloudfetch.config import Settings
 from cloudfetch.models import StoredFile
 
 TIMEOUT_SECONDS = 2.0
@@ -61,8 +62,17 @@ def build_query(user_id: int, text: str) -> Query:
 
 
 class FileIndex:
-    def __init__(self, solr_url: str, timeout: float = TIMEOUT_SECONDS) -> None:
-        self._solr = pysolr.Solr(solr_url, timeout=timeout, always_commit=False)
+    def __init__(
+        self,
+        solr_url: str,
+        timeout: float = TIMEOUT_SECONDS,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
+        self._solr = pysolr.Solr(solr_url, timeout=timeout, always_commit=False, auth=auth)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, timeout: float = TIMEOUT_SECONDS) -> FileIndex:
+        return cls(settings.solr_url, timeout=timeout, auth=settings.solr_auth)
 
     def ping(self) -> None:
         try:

@@ -23,7 +23,7 @@ class Services:
     sessions: sessionmaker[Session]
 
     def file_index(self) -> FileIndex:
-        return FileIndex(self.settings.solr_url)
+        return FileIndex.for_settings(self.settings)
 
     def torrent_client(self) -> TorrentClient:
         s = self.settings
