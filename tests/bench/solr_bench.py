@@ -11,6 +11,7 @@ and time; the documents are deleted again at the end. Prints figures, passes or 
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import random
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from fetchfleet.inventory import load_fleet
+from fetchfleet.lab import secret
 
 CORE = "cloudfetch"
 WORDS = [
@@ -83,9 +85,10 @@ class Figures:
 class Solr:
     """One keep-alive HTTP connection to a core, so latency is Solr's, not TCP setup's."""
 
-    def __init__(self, address: str, port: int, core: str = CORE) -> None:
+    def __init__(self, address: str, port: int, auth: tuple[str, str], core: str = CORE) -> None:
         self.conn = http.client.HTTPConnection(address, port, timeout=60)
         self.base = f"/solr/{core}"
+        self.authorization = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
 
     def post(self, path: str, body: object) -> dict:
         return self._request("POST", path, json.dumps(body).encode())
@@ -94,7 +97,9 @@ class Solr:
         return self._request("GET", path, None)
 
     def _request(self, method: str, path: str, body: bytes | None) -> dict:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {"Authorization": self.authorization}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         self.conn.request(method, self.base + path, body=body, headers=headers)
         response = self.conn.getresponse()
         payload = response.read()
@@ -156,7 +161,8 @@ def main() -> None:
     args = parser.parse_args()
 
     host = load_fleet(args.env).group("solr")[0]
-    solr = Solr(host.address, args.port)
+    # The app's Solr user (BasicAuth, as the app itself sends it).
+    solr = Solr(host.address, args.port, ("cloudfetch", secret("solr_cloudfetch", args.env)))
     print(f"solr bench: {host.name} ({host.address}:{args.port}), core {CORE}")
     try:
         figures = run(solr, args.docs, args.batch, args.queries, args.users, args.seed)

@@ -11,6 +11,7 @@ import subprocess
 import textwrap
 
 from fetchfleet.inventory import REPO
+from fetchfleet.lab import secret
 
 APP_PYTHON = REPO / ".venv-app" / "bin" / "python"
 
@@ -19,7 +20,8 @@ SCRIPT = textwrap.dedent("""
     from cloudfetch.models import StoredFile
     from cloudfetch.search import FileIndex
 
-    index = FileIndex(sys.argv[1], timeout=5)
+    user, password = sys.stdin.read().split(":", 1)  # the app's Solr user, off the command line
+    index = FileIndex(sys.argv[1], timeout=5, auth=(user, password))
     index.ping()
     files = [
         StoredFile(id=900001, user_id=1, path="Films/Big.Buck_Bunny-1080p.mkv", size=10),
@@ -44,7 +46,11 @@ def test_app_indexes_and_searches_the_real_core(lab, converged):
     solr = next(h for h in lab.hosts if "solr" in h.groups)
     url = f"http://{solr.address}:8983/solr/cloudfetch"
     proc = subprocess.run(
-        [str(APP_PYTHON), "-c", SCRIPT, url], capture_output=True, text=True, timeout=120
+        [str(APP_PYTHON), "-c", SCRIPT, url],
+        input=f"cloudfetch:{secret('solr_cloudfetch')}",
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

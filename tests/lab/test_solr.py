@@ -11,6 +11,7 @@ that bad variables stop the run before any change.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import http.server
@@ -31,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from fetchfleet.inventory import REPO, load_fleet
-from fetchfleet.lab import run_on
+from fetchfleet.lab import run_on, secret
 from fetchfleet.playbook import Recap, run_playbook
 
 PORT = 8983
@@ -64,10 +65,36 @@ def _on(lab, name: str, command: str) -> subprocess.CompletedProcess:
     return run_on(lab, name, command, check=False)
 
 
-def _http(url: str, body: object | None = None) -> dict:
+ADMIN, APP = "solr-admin", "cloudfetch"  # the role's solr_admin_username, playbooks/solr.yml
+
+
+def _user(name: str) -> tuple[str, str]:
+    """A Solr user and its password, as the lab generated it."""
+    return name, secret({ADMIN: "solr_admin", APP: "solr_cloudfetch"}[name])
+
+
+def _request(url: str, user: str | None, body: object | None, spoil: bool = False):
+    """A request as `user` (None: without credentials); `spoil` sends a wrong password."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    headers = {"Content-Type": "application/json"}
+    if user:
+        name, password = _user(user)
+        token = f"{name}:{password}{'x' if spoil else ''}"
+        headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+    return urllib.request.Request(url, data=data, headers=headers)
+
+
+def _status(url: str, user: str | None, body: object | None = None, spoil: bool = False) -> int:
+    """The HTTP status of one request to Solr (the password never shows in a failure)."""
+    try:
+        with urllib.request.urlopen(_request(url, user, body, spoil), timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _http(url: str, body: object | None = None, user: str = APP) -> dict:
+    with urllib.request.urlopen(_request(url, user, body), timeout=30) as response:
         return json.load(response)
 
 
@@ -110,7 +137,8 @@ def test_core_layout_and_config_come_from_the_repository(first_converge, host, s
         # The lab uses the maven install source: the server was built on the control machine.
         assert remote.file("/opt/solr/BUILD-INFO.json").exists
         status = _http(
-            f"http://{solr.address}:{PORT}/solr/admin/cores?action=STATUS&core={CORE}&wt=json"
+            f"http://{solr.address}:{PORT}/solr/admin/cores?action=STATUS&core={CORE}&wt=json",
+            user=ADMIN,
         )
         assert status["status"][CORE]["instanceDir"].rstrip("/") == f"{DATA_DIR}/{CORE}"
         assert status["initFailures"] == {}
@@ -148,6 +176,41 @@ def test_core_rejects_fields_outside_the_schema(solr_url):
     assert error.value.code == 400
 
 
+def test_every_request_needs_a_known_user(solr_url, solr_hosts):
+    admin = f"http://{solr_hosts[0].address}:{PORT}/solr/admin/cores?action=STATUS&wt=json"
+    for url in (f"{solr_url}/select?q=*:*", f"{solr_url}/admin/ping", admin):
+        assert _status(url, None) == 401, url
+        assert _status(url, APP, spoil=True) == 401, url
+        assert _status(url, ADMIN, spoil=True) == 401, url
+
+
+def test_the_app_user_reads_and_updates_but_does_not_administer(solr_url, solr_hosts):
+    assert _status(f"{solr_url}/select?q=*:*", APP) == 200
+    assert _status(f"{solr_url}/admin/ping", APP) == 200
+    assert _status(f"{solr_url}/admin/ping/", APP) == 200  # as pysolr asks
+    assert _status(f"{solr_url}/update?commit=true", APP, {"delete": {"id": "none"}}) == 200
+    base = f"http://{solr_hosts[0].address}:{PORT}/solr"
+    for url in (f"{base}/admin/cores?action=STATUS&wt=json", f"{solr_url}/config?wt=json"):
+        assert _status(url, APP) == 403, url
+        assert _status(url, ADMIN) == 200, url
+
+
+def test_security_json_holds_hashes_only(first_converge, host, solr_hosts):
+    for solr in solr_hosts:
+        remote = host(solr.name)
+        security = remote.file(f"{DATA_DIR}/security.json")
+        assert (security.user, security.group, security.mode) == ("root", "solr", 0o640)
+        content = security.content_string
+        leaked = [name for name in (APP, ADMIN) if _user(name)[1] in content]
+        assert not leaked, f"plaintext password of {leaked} in security.json"
+        stored = json.loads(content)["authentication"]["credentials"]
+        assert sorted(stored) == sorted([APP, ADMIN])
+        for name, entry in stored.items():  # Solr's form: base64(sha256(sha256(salt+pw))) salt
+            digest, salt = (base64.b64decode(part) for part in entry.split())
+            inner = hashlib.sha256(salt + _user(name)[1].encode()).digest()
+            assert hashlib.sha256(inner).digest() == digest, name
+
+
 def _connects(lab, source: str, address: str) -> bool:
     probe = (
         "import socket; s = socket.socket(); s.settimeout(3); "
@@ -175,20 +238,22 @@ def test_firewall_lets_web_and_workers_in_and_keeps_db_out(first_converge, lab, 
         ("solr_heap", "lots"),
         ("solr_heap", "512"),
         ("solr_version", "8.11.2"),
+        ("solr_admin_password", "short"),
+        ("solr_admin_username", "bad:name"),
     ],
 )
 def test_bad_variable_stops_the_run_before_any_change(
     first_converge, lab, solr_hosts, variable, value
 ):
-    unit = "/etc/systemd/system/solr.service"
-    before = {s.name: _on(lab, s.name, f"stat -c %Y {unit}").stdout for s in solr_hosts}
+    files = f"/etc/systemd/system/solr.service {DATA_DIR}/security.json"
+    before = {s.name: _on(lab, s.name, f"stat -c %Y {files}").stdout for s in solr_hosts}
     recap = run_playbook("solr.yml", extra=["-e", f"{variable}={value}"], echo=False)
     output = recap.output
     assert recap.returncode != 0, f"{variable}={value} was accepted:\n{output[-2000:]}"
     assert recap.total("failed") >= 1, output[-2000:]
     assert recap.total("changed") == 0, f"{variable}={value} changed: {recap.hosts}"
     assert variable in output, f"the failure does not name {variable}:\n{output[-2000:]}"
-    after = {s.name: _on(lab, s.name, f"stat -c %Y {unit}").stdout for s in solr_hosts}
+    after = {s.name: _on(lab, s.name, f"stat -c %Y {files}").stdout for s in solr_hosts}
     assert before == after
 
 

@@ -160,6 +160,19 @@ def test_runtime_layout_on_the_hosts(deployed, host):
     assert "-Q transfers,media,index" in queues, queues
 
 
+def test_healthz_sees_every_component_through_its_authenticated_client(deployed):
+    """Database (scram via pgbouncer), broker (the app's RabbitMQ user), search (Solr's app user,
+    which may ping: pysolr asks /admin/ping/)."""
+    health = http("GET", "/healthz")
+    assert health.status == 200, health
+    components = health.json()["components"]
+    assert {name: c["status"] for name, c in components.items()} == {
+        "database": "ok",
+        "broker": "ok",
+        "search": "ok",
+    }, components
+
+
 def test_use_the_app_through_the_load_balancer(lab, deployed, user, url_server):
     """Add a URL transfer, wait until the worker completes it, list, search, download."""
     url, payload = url_server
