@@ -57,6 +57,16 @@ def http(
     return api.call(BASE, method, path, token, data, timeout)
 
 
+def wait_for_transfer(token: str, transfer_id: int, bound: float) -> dict:
+    """The transfer once it has completed or failed, or as it stands after `bound` seconds."""
+    deadline = time.monotonic() + bound
+    while True:
+        transfer = http("GET", f"/api/transfers/{transfer_id}", token).json()
+        if transfer["state"] in ("completed", "failed") or time.monotonic() > deadline:
+            return transfer
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def deployed(lab, converged) -> dict:
     """A release deployed by playbooks/deploy.yml (build cached per app/ commit)."""
@@ -178,16 +188,8 @@ def test_use_the_app_through_the_load_balancer(lab, deployed, user, url_server):
     url, payload = url_server
     added = http("POST", "/api/transfers", user, {"url": url})
     assert added.status == 202, added
-    transfer_id = added.json()["id"]
-    deadline = time.monotonic() + 90
-    state = None
-    while time.monotonic() < deadline:
-        transfer = http("GET", f"/api/transfers/{transfer_id}", user).json()
-        state = transfer["state"]
-        if state in ("completed", "failed"):
-            break
-        time.sleep(1)
-    assert state == "completed", f"transfer ended {state}: {transfer}"
+    transfer = wait_for_transfer(user, added.json()["id"], 90)
+    assert transfer["state"] == "completed", f"transfer ended {transfer['state']}: {transfer}"
 
     listing = http("GET", "/api/files", user).json()
     files = {f["name"]: f for f in listing["files"]}
@@ -261,16 +263,11 @@ def test_two_users_fetch_a_real_torrent_through_the_app(lab, deployed, user):
         assert added.status == 202, added
         transfers.append((token, added.json()["id"]))
 
-    states: dict[int, str] = {}
     deadline = t0 + 180
-    while time.monotonic() < deadline:
-        states = {
-            tid: http("GET", f"/api/transfers/{tid}", token).json()["state"]
-            for token, tid in transfers
-        }
-        if all(state in ("completed", "failed") for state in states.values()):
-            break
-        time.sleep(1)
+    states = {
+        tid: wait_for_transfer(token, tid, max(0.0, deadline - time.monotonic()))["state"]
+        for token, tid in transfers
+    }
     assert set(states.values()) == {"completed"}, states
     print(f"\nFIGURE two users' torrent through the app: completed in {time.monotonic() - t0:.1f}s")
 
@@ -299,15 +296,6 @@ def test_two_users_fetch_a_real_torrent_through_the_app(lab, deployed, user):
 WORKER_PROGRAM = "cloudfetch-worker"
 BROKER = FLEET.group("rabbitmq")[0].name
 CELERY_WORKER = "[c]elery.*worker.*-Q transfers"  # the worker, not beat; [c]: not the shell itself
-
-
-def wait_for_transfer(token: str, transfer_id: int, bound: float) -> dict:
-    deadline = time.monotonic() + bound
-    while True:
-        transfer = http("GET", f"/api/transfers/{transfer_id}", token).json()
-        if transfer["state"] in ("completed", "failed") or time.monotonic() > deadline:
-            return transfer
-        time.sleep(1)
 
 
 def assert_fetched_once(token: str, transfer: dict, payload: bytes) -> None:
