@@ -695,6 +695,7 @@ def wait_until_up(lab: Lab, host: LabHost, since: float) -> float:
         if (
             _ssh_ready(lab, host)
             and run_on(lab, host.name, _BOOT_SETTLED, check=False).returncode == 0
+            and time.monotonic() <= deadline  # an attempt begun in time may end after it
         ):
             return time.monotonic() - since
         time.sleep(0.3)
@@ -801,6 +802,15 @@ def kill_host(lab: Lab, name: str) -> None:
     _signal_all(procs.values(), signal.SIGKILL)
     if not _wait_dead(procs.values(), 10):
         raise LabError("still running after SIGKILL", name, f"ps -p {procs['nspawn'].pid}")
+    _drop_link(name)
+
+
+def _drop_link(name: str) -> None:
+    """Remove the host's end of its veth. After a kill the kernel drops it only when it gets
+    round to destroying the host's network namespace, which can be seconds later."""
+    if any(link["ifname"] == veth(name) for link in _links()):
+        # check=False: the kernel may delete it between the look and the delete
+        subprocess.run(["ip", "link", "delete", veth(name)], capture_output=True)
 
 
 def stop_host(lab: Lab, name: str, timeout: float = STOP_TIMEOUT) -> None:
@@ -857,6 +867,7 @@ def _recover(lab: Lab, host: LabHost) -> None:
         kill_host(lab, host.name)
     if is_mounted(lab.root(host.name)):
         unmount_host(lab, host.name)
+    _drop_link(host.name)
 
 
 def up(lab: Lab, names: Iterable[str] | None = None) -> dict[str, float]:

@@ -78,6 +78,7 @@ def test_killed_host_comes_back_with_its_disk(lab):
     L.run_on(lab, FAULTY, "echo kept > /root/kept && sync")
     L.kill_host(lab, FAULTY)
     assert L.host_state(lab, FAULTY) == "stopped"
+    assert L.veth(FAULTY) not in [link["ifname"] for link in L._links()]
     assert not L._ssh_ready(lab, lab.host(FAULTY))
     booted = L.up(lab, [FAULTY])
     assert FAULTY in booted
