@@ -677,6 +677,14 @@ test ! -e /run/nologin
 """
 
 
+def _note_leader(lab: Lab, name: str, record: dict[str, Proc], nspawn: Proc) -> dict[str, Proc]:
+    """Record the host's PID 1 once it exists: kill_host and the orphan recovery need it."""
+    if "leader" not in record and (leader := _leader(nspawn)):
+        record = {**record, "leader": leader}
+        _save_record(lab, name, record)
+    return record
+
+
 def wait_until_up(lab: Lab, host: LabHost, since: float) -> float:
     """Wait until the host answers SSH with its pinned key and its boot has settled (see
     _BOOT_SETTLED); returns seconds it took."""
@@ -689,15 +697,16 @@ def wait_until_up(lab: Lab, host: LabHost, since: float) -> float:
         if nspawn is None or not nspawn.alive():
             tail = lab.console_log(name).read_text()[-1500:]
             raise LabError(f"its systemd-nspawn exited during boot:\n{tail}", name)
-        if "leader" not in record and (leader := _leader(nspawn)):
-            record["leader"] = leader
-            _save_record(lab, name, record)
+        record = _note_leader(lab, name, record, nspawn)
         if (
             _ssh_ready(lab, host)
             and run_on(lab, host.name, _BOOT_SETTLED, check=False).returncode == 0
             and time.monotonic() <= deadline  # an attempt begun in time may end after it
         ):
-            return time.monotonic() - since
+            took = time.monotonic() - since
+            # A fast boot can answer in the first round, begun before nspawn had forked PID 1.
+            _note_leader(lab, name, record, nspawn)
+            return took
         time.sleep(0.3)
     tail = lab.console_log(name).read_text()[-1500:]
     raise LabError(

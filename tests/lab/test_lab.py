@@ -88,6 +88,7 @@ def test_killed_host_comes_back_with_its_disk(lab):
 def test_host_orphaned_by_a_killed_nspawn_is_recovered(lab):
     """What a killed session leaves behind: nspawn gone, maybe its host still running, mounts."""
     record = L._record(lab, FAULTY)
+    assert "leader" in record, f"the host's PID 1 was not recorded: {record}"
     os.kill(record["nspawn"].pid, signal.SIGKILL)
     assert L._wait_dead([record["nspawn"]], 10)
     assert L.host_state(lab, FAULTY) == "stopped"
