@@ -179,6 +179,16 @@ def test_ui_signup_add_transfer_and_list(client: FlaskClient) -> None:
     assert "only absolute http" in bad.get_data(as_text=True)
 
 
+def test_ui_pages_link_the_stylesheet_from_static(client: FlaskClient) -> None:
+    page = client.get("/signup").get_data(as_text=True)
+    match = re.search(r'<link rel="stylesheet" href="([^"]+)">', page)
+    assert match and match.group(1) == "/static/cloudfetch.css"
+    # The development fallback; behind nginx the web host's nginx serves this path itself.
+    css = client.get(match.group(1))
+    assert css.status_code == 200 and css.mimetype == "text/css"
+    assert b"font-family" in css.get_data()
+
+
 def test_ui_forms_need_the_csrf_token(client: FlaskClient, alice: User) -> None:
     client.get("/login")
     response = client.post("/login", data={"email": alice.email, "password": "correct horse"})

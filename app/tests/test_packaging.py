@@ -1,4 +1,5 @@
-"""The release artefact: a wheel carrying migrations and templates, and a complete lock file."""
+"""The release artefact: a wheel carrying migrations, templates and static files, and a complete
+lock file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from packaging.requirements import Requirement
 APP_DIR = Path(__file__).resolve().parents[1]
 
 
-def test_wheel_contains_migrations_templates_and_the_command(tmp_path: Path) -> None:
+def test_wheel_contains_migrations_templates_static_files_and_the_command(tmp_path: Path) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -39,6 +40,7 @@ def test_wheel_contains_migrations_templates_and_the_command(tmp_path: Path) -> 
         "cloudfetch/migrations/script.py.mako",
         "cloudfetch/migrations/versions/0001_initial.py",
         "cloudfetch/templates/home.html",
+        "cloudfetch/static/cloudfetch.css",
         "cloudfetch/wsgi.py",
     ):
         assert required in names, required
