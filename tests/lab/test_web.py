@@ -183,6 +183,25 @@ def test_healthz_sees_every_component_through_its_authenticated_client(deployed)
     }, components
 
 
+def test_static_files_come_from_the_release_through_nginx_not_gunicorn(lab, deployed):
+    stylesheet = (REPO / "app/src/cloudfetch/static/cloudfetch.css").read_bytes()
+    probes: dict[str, str] = {}  # web host -> a probe it answered
+    for _ in range(8):  # round robin: both web hosts answer
+        probe = secrets.token_hex(8)
+        css = http("GET", f"/static/cloudfetch.css?probe={probe}")
+        assert css.status == 200 and css.body == stylesheet, css
+        assert css.headers["content-type"].startswith("text/css")
+        probes[css.headers["x-cloudfetch-web"]] = probe
+    assert sorted(probes) == sorted(WEB)
+    # gunicorn logs every request it sees (the control request shows it) and saw none of these.
+    control = secrets.token_hex(8)
+    answered = http("GET", f"/version?probe={control}").headers["x-cloudfetch-web"]
+    logs = {web: L.run_on(lab, web, "cat /var/log/cloudfetch/gunicorn.log").stdout for web in WEB}
+    assert control in logs[answered], "gunicorn's access log did not show the control request"
+    for web, probe in probes.items():
+        assert probe not in logs[web], f"{web}'s gunicorn served /static/"
+
+
 def test_use_the_app_through_the_load_balancer(lab, deployed, user, url_server):
     """Add a URL transfer, wait until the worker completes it, list, search, download."""
     url, payload = url_server
