@@ -817,7 +817,7 @@ def kill_host(lab: Lab, name: str) -> None:
 def _drop_link(name: str) -> None:
     """Remove the host's end of its veth. After a kill the kernel drops it only when it gets
     round to destroying the host's network namespace, which can be seconds later."""
-    if any(link["ifname"] == veth(name) for link in _links()):
+    if _link_state(name) is not None:
         # check=False: the kernel may delete it between the look and the delete
         subprocess.run(["ip", "link", "delete", veth(name)], capture_output=True)
 
