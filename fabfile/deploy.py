@@ -3,17 +3,19 @@
 fab deploy [--env lab] [--ref REF] [--message M]   build once, install everywhere, rolling switch
 fab deploy.lock [--message M] | deploy.unlock | deploy.status
 fab rollback [--to RELEASE] | releases | status | restart | maintenance.on | maintenance.off
+fab lb.drain HOST | lb.undrain HOST
 """
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from fetchfleet import deploy as D
+from fetchfleet.errors import FleetError
 from fetchfleet.inventory import InventoryError
 from fetchfleet.playbook import PlaybookError
 from fetchfleet.release import ReleaseError
 
-ERRORS = (D.DeployError, InventoryError, PlaybookError, ReleaseError)
+ERRORS = (FleetError, InventoryError, PlaybookError, ReleaseError)
 
 
 def _do(what, func, *args, **kwargs):
@@ -47,9 +49,20 @@ def _report(what, func, *args, **kwargs):
         "batch-size": "web hosts switched at a time (default: deploy_batch_size or 1)",
         "keep": "releases kept per host (default 5; never current or previous)",
         "fresh": "build anew even if this source was built: a new release id of the same code",
+        "release": "deploy this already-built release from the cache (no build): e.g. the id a "
+        "pipeline deployed to staging",
     },
 )
-def deploy(c, env="lab", ref=None, message="", batch_size=None, keep=D.KEEP_RELEASES, fresh=False):
+def deploy(
+    c,
+    env="lab",
+    ref=None,
+    message="",
+    batch_size=None,
+    keep=D.KEEP_RELEASES,
+    fresh=False,
+    release=None,
+):
     """Build once, ship and install everywhere, migrate once, switch host by host behind a gate."""
     size = int(batch_size) if batch_size is not None else None
     _report(
@@ -61,6 +74,7 @@ def deploy(c, env="lab", ref=None, message="", batch_size=None, keep=D.KEEP_RELE
         batch_size=size,
         keep=int(keep),
         force_build=fresh,
+        release=release,
     )
 
 
@@ -132,5 +146,22 @@ def maintenance_off(c, env="lab"):
     print(f"maintenance off on {', '.join(names)}")
 
 
+@task(name="drain", positional=["host"], help={"env": "inventory (default: lab)", "message": "why"})
+def lb_drain(c, host, env="lab", message=""):
+    """Take a web host out of every load balancer (kept by deploys and converges until undrained)."""
+    waited = _do("lb.drain", D.drain, env, host, True, message)
+    print(f"{host} drained on every load balancer (requests in flight done after {waited:.1f}s)")
+
+
+@task(
+    name="undrain", positional=["host"], help={"env": "inventory (default: lab)", "message": "why"}
+)
+def lb_undrain(c, host, env="lab", message=""):
+    """Put a drained web host back into every load balancer."""
+    _do("lb.undrain", D.drain, env, host, False, message)
+    print(f"{host} back in every load balancer")
+
+
 deploy_ns = Collection("deploy", deploy, lock, unlock, lock_status)
+lb_ns = Collection("lb", lb_drain, lb_undrain)
 maintenance_ns = Collection("maintenance", maintenance_on, maintenance_off)

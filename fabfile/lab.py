@@ -26,7 +26,9 @@ def _do(action, *args):
 @task(help={"host": "only this host (default: every host in inventory/lab)"}, iterable=["host"])
 def up(c, host=None):
     """Bring the lab up: base image (cached), bridge + NAT, every host booted and answering SSH."""
-    _do(L.up, _lab(), host or None)
+    lab = _lab()
+    (lab.state_dir / L.MAKE_LAB_MARK).unlink(missing_ok=True)  # make lab marks it after this
+    _do(L.up, lab, host or None)
 
 
 @task

@@ -48,7 +48,8 @@ class Fleet:
         return [h for h in self.hosts if name in h.groups]
 
     def var(self, name: str) -> Any:
-        """A variable set for the whole inventory (group_vars/all)."""
+        """A variable set for the whole inventory: group_vars/all or the `all` group's vars, as
+        written (templates are not rendered; `fetchfleet.settings.setting` renders per host)."""
         if name not in self.group_vars:
             raise InventoryError(f"inventory {self.name} does not set {name!r} (group_vars/all)")
         return self.group_vars[name]
@@ -73,6 +74,7 @@ def load_fleet(env: str = "lab") -> Fleet:
     from ansible.vars.manager import VariableManager
 
     os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+    init_ansible_plugins()
     loader = DataLoader()
     manager = InventoryManager(loader=loader, sources=[str(path)])
     variables = VariableManager(loader=loader, inventory=manager)
@@ -84,10 +86,31 @@ def load_fleet(env: str = "lab") -> Fleet:
         hosts.append(Host(host.name, address, groups, dict(hostvars)))
     if not hosts:
         raise InventoryError(f"inventory {path} has no hosts")
-    # Variables every host shares with one value (group_vars/all and the like): fleet-wide settings.
-    first = hosts[0].vars
-    shared = {k: v for k, v in first.items() if all(h.vars.get(k, _MISSING) == v for h in hosts)}
-    return Fleet(path.name, path, tuple(hosts), shared)
+    return Fleet(path.name, path, tuple(hosts), _all_group_vars(loader, manager, path))
 
 
-_MISSING = object()
+_plugins_ready = False
+
+
+def init_ansible_plugins() -> None:
+    """Ansible's plugin loader, once per process: without it, inventory plugins from collections
+    (amazon.aws.aws_ec2 for an EC2 inventory) do not load; ansible's own CLIs do this at start."""
+    global _plugins_ready
+    if not _plugins_ready:
+        from ansible.plugins.loader import init_plugin_loader
+
+        init_plugin_loader()
+        _plugins_ready = True
+
+
+def _all_group_vars(loader: Any, manager: Any, path: Path) -> dict[str, Any]:
+    """The `all` group's own variables and group_vars/all (Ansible's host_group_vars plugin)."""
+    from ansible.plugins.loader import vars_loader
+
+    init_ansible_plugins()
+    group = manager.groups["all"]
+    found = dict(group.get_vars())
+    plugin = vars_loader.get("ansible.builtin.host_group_vars")
+    directory = path if path.is_dir() else path.parent
+    found.update(plugin.get_vars(loader, str(directory), [group]))
+    return found

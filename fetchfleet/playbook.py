@@ -9,11 +9,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fetchfleet.inventory import REPO, inventory_path
 
 PLAYBOOKS = REPO / "playbooks"
 _RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
+# "TASK [role : name] ****" and "RUNNING HANDLER [role : name] ****" headers, and the
+# "changed: [host]" / "changed: [host] => (item=…)" lines under them.
+_TASK = re.compile(r"^(?P<kind>TASK|RUNNING HANDLER) \[(?P<name>.*)\] \**$")
+_CHANGED = re.compile(r"^changed: \[(?P<host>[^\]]+)\](?: => \(item=(?P<item>.*)\))?")
 # ansible.posix.profile_tasks' summary: "role : task name ------------- 1.23s" (wall time of the
 # task over all hosts, which run it in parallel).
 _TASK_TIME = re.compile(r"^(?P<name>.*?) -* (?P<seconds>\d+\.\d+)s$")
@@ -39,6 +44,13 @@ class Recap:
     output: str = ""
     # With run_playbook(profile=True): seconds per task name, in the order they ran.
     task_seconds: dict[str, float] = field(default_factory=dict)
+    # fab converge: the rolling restart that followed it (a fetchfleet.deploy Report), if any.
+    restart: Any = None
+
+    @property
+    def changed_tasks(self) -> dict[str, list[str]]:
+        """Per host, the tasks that changed (or in check mode would change)."""
+        return parse_changes(self.output)
 
     def total(self, key: str) -> int:
         return sum(counts.get(key, 0) for counts in self.hosts.values())
@@ -63,6 +75,22 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
             counts = dict(pair.split("=") for pair in m["counts"].split())
             hosts[m["host"]] = {k: int(v) for k, v in counts.items()}
     return hosts
+
+
+def parse_changes(output: str) -> dict[str, list[str]]:
+    """Per host, the tasks (and handlers) that reported changed, in the order they ran; a
+    looped task counts once per host. In check mode: what a converge would change."""
+    changes: dict[str, list[str]] = {}
+    task = None
+    for line in output.splitlines():
+        if m := _TASK.match(line.strip()):
+            task = m["name"] + (" (handler)" if m["kind"] == "RUNNING HANDLER" else "")
+        elif task and (m := _CHANGED.match(line.strip())):
+            host = m["host"].split(" -> ")[0]
+            tasks = changes.setdefault(host, [])
+            if task not in tasks:
+                tasks.append(task)
+    return changes
 
 
 def parse_task_seconds(output: str) -> dict[str, float]:

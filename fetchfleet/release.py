@@ -1,15 +1,20 @@
 """Releases of the app: built once on the control machine, shipped as one artifact, installed offline.
 
-A release is the app's wheel plus a wheelhouse of its pinned dependencies (app/requirements.lock),
-packed as `<id>.tar.gz` under the release cache (/var/lib/fetchfleet/releases). The id is the UTC
+A release is the app's wheel plus a wheelhouse of its pinned dependencies (app/requirements.lock,
+every file checked against the lock's hashes) and a lock of that wheelhouse, packed as
+`<id>.tar.gz` under the release cache (/var/lib/fetchfleet/releases). The id is the UTC
 build time and the last git commit of app/: `20250101T120000Z-abc1234`. A second build of the same source
 reuses the cached artifact (looked up by source key: the commit, plus a digest of app/'s
 uncommitted changes if any), so every host of every deploy of a commit installs the same bytes.
 
     python -m fetchfleet.release build [--json]   # build or reuse; prints the release
     python -m fetchfleet.release list             # cached releases, newest first
+    python -m fetchfleet.release show ID [--json] # one cached release, its artifact checked
 
-`playbooks/deploy.yml` calls `build --json`, then ships, installs, migrates and switches.
+`by_id` is how a pipeline deploys the artifact it built, by id, to staging and then production
+(`fab deploy --release ID`); `prune` keeps the cache from growing by one artifact per build.
+
+`fab deploy` (fetchfleet.deploy) builds through `build()`, then ships, installs, migrates and switches.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,11 +34,17 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from fetchfleet.inventory import REPO
 
 CACHE = Path(os.environ.get("FETCHFLEET_RELEASE_CACHE", "/var/lib/fetchfleet/releases"))
 APP = REPO / "app"
 LOCK = "requirements.lock"
+# The one definition of a release id, shared with roles/app (which checks ids before installing).
+RELEASE_ID = re.compile(
+    yaml.safe_load((REPO / "roles/app/vars/main.yml").read_text())["__app_release_id_pattern"]
+)
 
 
 class ReleaseError(Exception):
@@ -80,7 +92,12 @@ def source_key(repo: Path = REPO) -> tuple[str, str]:
 
 def release_id(key: str, now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{key}"
+    rid = f"{stamp}-{key}"
+    if not RELEASE_ID.match(rid):
+        raise ReleaseError(
+            f"{rid!r} would not be a release id (roles/app __app_release_id_pattern)"
+        )
+    return rid
 
 
 def cached(key: str, cache: Path = CACHE) -> Release | None:
@@ -98,11 +115,94 @@ def releases(cache: Path = CACHE) -> list[Release]:
     ]
 
 
+def by_id(rid: str, cache: Path = CACHE) -> Release:
+    """The cached release `rid`, exactly as built: its manifest, and its artifact still there."""
+    if not RELEASE_ID.match(rid or ""):
+        raise ReleaseError(
+            f"{rid!r} is not a release id (YYYYMMDDTHHMMSSZ-commit; see: python -m fetchfleet.release list)"
+        )
+    manifest = cache / f"{rid}.json"
+    if not manifest.is_file():
+        known = ", ".join(r.id for r in releases(cache)[:5]) or "none"
+        raise ReleaseError(
+            f"release {rid} is not in the release cache {cache} (newest: {known}); "
+            "build it again from its commit (fab deploy --ref COMMIT) or pick a cached one"
+        )
+    release = Release(**json.loads(manifest.read_text()))
+    if release.id != rid:
+        raise ReleaseError(f"{manifest} describes release {release.id}, not {rid}")
+    if not Path(release.artifact).is_file():
+        raise ReleaseError(f"release {rid}: its artifact {release.artifact} is gone")
+    return release
+
+
+def select_prunable(
+    found: list[Release], keep: int, keep_days: float, now: datetime | None = None
+) -> list[Release]:
+    """Cached releases that may go: beyond the newest `keep` and older than `keep_days`
+    (a release a pipeline built this week may still be on its way to production)."""
+    if keep < 1:
+        raise ReleaseError(f"keep={keep}: the newest release must always stay (keep >= 1)")
+    now = now or datetime.now(UTC)
+    newest_first = sorted(found, key=lambda r: r.id, reverse=True)
+    old = []
+    for release in newest_first[keep:]:
+        age_days = (now - datetime.fromisoformat(release.built_at)).total_seconds() / 86400
+        if age_days > keep_days:
+            old.append(release)
+    return old
+
+
+def prune(
+    keep: int = 10, keep_days: float = 14, cache: Path = CACHE, now: datetime | None = None
+) -> list[Release]:
+    """Remove the prunable releases' artifacts and manifests (manifest first: a release without
+    one is not in the cache, so a half-removed release is never offered)."""
+    doomed = select_prunable(releases(cache), keep, keep_days, now)
+    for release in doomed:
+        (cache / f"{release.id}.json").unlink(missing_ok=True)
+        Path(release.artifact).unlink(missing_ok=True)
+    return doomed
+
+
+def export(release: Release, out: Path) -> list[Path]:
+    """Put a release where a CI server archives from: `release.id`, `release.json` and the
+    artifact itself (a hard link when the cache is on the same filesystem)."""
+    out.mkdir(parents=True, exist_ok=True)
+    artifact = Path(release.artifact)
+    target = out / artifact.name
+    target.unlink(missing_ok=True)
+    try:
+        os.link(artifact, target)
+    except OSError:
+        shutil.copy2(artifact, target)
+    (out / "release.json").write_text(json.dumps(asdict(release), indent=2) + "\n")
+    (out / "release.id").write_text(release.id + "\n")
+    return [out / "release.id", out / "release.json", target]
+
+
 def _run(step: str, argv: list[str], cwd: Path) -> None:
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         output = (proc.stdout[-2000:] + proc.stderr[-2000:]).strip()
         raise ReleaseError(f"{step} failed (exit {proc.returncode}): {' '.join(argv)}\n{output}")
+
+
+def wheelhouse_lock(rid: str, wheelhouse: Path) -> str:
+    """The lock a release ships: one pin per wheel in its wheelhouse, with that wheel's sha256.
+
+    Not app/requirements.lock itself: a package PyPI has only as an sdist (pysolr) is a wheel
+    built here, whose hash no index knows. Its sdist was checked against app/requirements.lock
+    when it was fetched; the hosts check every wheel against this file when they install."""
+    lines = [
+        f"# Release {rid}: every wheel in wheelhouse/ with its sha256, written by",
+        "# fetchfleet.release from app/requirements.lock (whose hashes the build verified).",
+    ]
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        lines.append(f"{name}=={version} --hash=sha256:{digest}")
+    return "\n".join(lines) + "\n"
 
 
 def build(
@@ -120,14 +220,16 @@ def build(
         wheelhouse = root / "wheelhouse"
         wheelhouse.mkdir(parents=True)
         pip = [python, "-m", "pip", "--disable-pip-version-check", "wheel", "-q"]
-        # "./app", never "app": a bare name is a requirement, and PyPI has an unrelated "app".
-        _run("app wheel", [*pip, "--no-deps", "-w", str(wheelhouse), "./app"], cwd=repo)
+        # Every file checked against the lock's hashes, before anything else is built: a
+        # tampered file, a changed hash or a lock without hashes stops the build here.
         _run(
             "dependency wheelhouse",
-            [*pip, "-w", str(wheelhouse), "-r", str(repo / "app" / LOCK)],
+            [*pip, "--require-hashes", "-w", str(wheelhouse), "-r", str(repo / "app" / LOCK)],
             cwd=repo,
         )
-        shutil.copy2(repo / "app" / LOCK, root / LOCK)
+        # "./app", never "app": a bare name is a requirement, and PyPI has an unrelated "app".
+        _run("app wheel", [*pip, "--no-deps", "-w", str(wheelhouse), "./app"], cwd=repo)
+        (root / LOCK).write_text(wheelhouse_lock(rid, wheelhouse))
         (root / "RELEASE").write_text(rid + "\n")
         wheels = sorted(p.name for p in wheelhouse.glob("*.whl"))
         if not any(w.startswith("cloudfetch-") for w in wheels):
@@ -166,11 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--force", action="store_true", help="build even if cached")
     b.add_argument("--python", default=sys.executable, help="interpreter whose pip builds")
     sub.add_parser("list", help="cached releases, newest first")
+    s = sub.add_parser("show", help="one cached release, its artifact checked")
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true", help="print the release as JSON")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
             for r in releases():
                 print(f"{r.id}  python {r.python}  {len(r.wheels)} wheels  {r.artifact}")
+            return 0
+        if args.command == "show":
+            found = by_id(args.id)
+            print(json.dumps(asdict(found)) if args.json else f"{found.id} -> {found.artifact}")
             return 0
         t0 = time.monotonic()
         release = build(python=args.python, force=args.force)
