@@ -1,0 +1,5 @@
+import sys
+
+from pager.cli import main
+
+sys.exit(main())
