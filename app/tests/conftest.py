@@ -1,6 +1,6 @@
 """Fixtures: a throwaway PostgreSQL cluster (Debian's binaries), the migrated schema, the Flask
 app with an in-memory Celery broker whose queued messages tests can read, a local HTTP server,
-and a real transmission-daemon.
+a real transmission-daemon and a real Solr (solr_server.py).
 
 The cluster is started by hand rather than with pytest-postgresql because PostgreSQL refuses to
 run as root, and CI runs as root: here the server runs as the `postgres` user when needed."""
@@ -15,16 +15,17 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import http_source
 import psycopg
+import pysolr
 import pytest
+import solr_server
 from argon2 import PasswordHasher
 from cloudfetch import auth, migrate
 from cloudfetch.bencode import encode
@@ -32,13 +33,16 @@ from cloudfetch.config import Settings
 from cloudfetch.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
+from http_source import Routes
 from kombu import Connection
+from solr_server import SolrCore, SolrUnavailable
 from sqlalchemy import create_engine, text
 
 PG_BIN = Path(os.environ.get("CLOUDFETCH_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "cloudfetch"
 MEMORY_BROKER = "memory://"
 TABLES = ("files", "transfers", "api_tokens", "users", "counters")
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -136,6 +140,17 @@ def wait_for_server(
                 output = process.stdout or process.stderr
                 pytest.fail(f"{what} did not start:\n{output.read() if output else ''!r}")
             time.sleep(0.1)
+
+
+def wait_for(found: Callable[[], T], seconds: float = 60.0) -> T:
+    """Poll until found() gives something true, and return it. The deadline only stops a test
+    that would otherwise hang; it is not a timing measure."""
+    deadline = time.monotonic() + seconds
+    while not (value := found()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {seconds}s")
+        time.sleep(0.1)
+    return value
 
 
 @pytest.fixture(scope="session")
@@ -236,55 +251,13 @@ def bob(client: FlaskClient) -> User:
     return User(client, "bob@example.org")
 
 
-# A local HTTP server for URL transfers (loopback only).
-
-
-class Routes(dict[str, tuple[int, dict[str, str], bytes]]):
-    """path -> (status, headers, body); a body is sent chunked when headers lack Content-Length."""
+# A local HTTP server for URL transfers (tests/http_source.py).
 
 
 @pytest.fixture
 def http_server() -> Iterator[tuple[str, Routes]]:
-    routes = Routes()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            status, headers, body = routes.get(self.path, (404, {}, b"not here"))
-            self.send_response(status)
-            chunked = "Content-Length" not in headers and status == 200
-            for key, value in headers.items():
-                self.send_header(key, value)
-            if chunked:
-                self.send_header("Transfer-Encoding", "chunked")
-            elif "Content-Length" not in headers:
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if chunked:
-                for start in range(0, len(body), 65536):
-                    piece = body[start : start + 65536]
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                self.wfile.write(b"0\r\n\r\n")
-            else:
-                self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        def handle_error(self, request: object, client_address: object) -> None:
-            # The fetcher hangs up on purpose when a download passes its size limit.
-            pass
-
-    server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", routes
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_source.serving() as served:
+        yield served
 
 
 # A real transmission-daemon (Debian), loopback RPC with authentication, no peer discovery.
@@ -354,6 +327,31 @@ def tx_settings(settings: Settings, transmission_url: str) -> Settings:
         transmission_url=transmission_url,
         transmission_username=TRANSMISSION_USER,
         transmission_password=TRANSMISSION_PASSWORD,
+    )
+
+
+# A real Solr with the role's cloudfetch core (tests/solr_server.py).
+
+
+@pytest.fixture(scope="session")
+def solr_core() -> Iterator[SolrCore]:
+    try:
+        with solr_server.running(free_port()) as core:
+            yield core
+    except SolrUnavailable as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def solr_settings(settings: Settings, solr_core: SolrCore) -> Settings:
+    """Settings whose search is the real core, emptied first: file ids restart in every test."""
+    auth = (solr_core.username, solr_core.password)
+    pysolr.Solr(solr_core.url, auth=auth, timeout=10).delete(q="*:*", commit=True)
+    return replace(
+        settings,
+        solr_url=solr_core.url,
+        solr_username=solr_core.username,
+        solr_password=solr_core.password,
     )
 
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import pysolr
 import pytest
-from cloudfetch import services, tasks
+from celery import current_app
+from cloudfetch import search, services, tasks
 from cloudfetch.config import Settings
-from cloudfetch.models import StoredFile
+from cloudfetch.models import StoredFile, Transfer
 from cloudfetch.web import create_app
-from conftest import User, queued
+from conftest import User, make_torrent, queued, wait_for
 from flask.testing import FlaskClient
+from http_source import Routes
+from solr_server import SolrCore
 
 
 def store(settings: Settings, user: User, path: str, content: bytes) -> int:
@@ -83,15 +90,27 @@ def test_download_is_handed_to_nginx(
 
 
 @pytest.mark.parametrize(
-    "path", ["../../etc/passwd", "/etc/passwd", "Show/../../../u2/secret", "Show/%2e%2e/x"]
+    ("path", "status", "error"),
+    [
+        ("../../etc/passwd", 400, "invalid_path"),
+        ("/etc/passwd", 400, "invalid_path"),
+        ("Show/../../../u2/secret", 400, "invalid_path"),
+        ("Show/../notes.txt", 400, "invalid_path"),
+        # The query string is decoded once: "%2e%2e" is a name like any other, and none such
+        # exists; decoding it again would turn it into "..".
+        ("Show/%2e%2e/x", 404, "not_found"),
+    ],
 )
 def test_path_traversal_in_download_path_is_refused(
-    client: FlaskClient, alice: User, alice_files: dict[str, int], path: str
+    client: FlaskClient,
+    alice: User,
+    alice_files: dict[str, int],
+    path: str,
+    status: int,
+    error: str,
 ) -> None:
     response = client.get("/api/download", query_string={"path": path}, headers=alice.headers)
-    # "%2e%2e" is not decoded twice, so it is just a name that does not exist.
-    assert response.status_code in (400, 404)
-    assert response.get_json()["error"] in ("invalid_path", "not_found")
+    assert (response.status_code, response.get_json()["error"]) == (status, error)
     assert "X-Accel-Redirect" not in response.headers
 
 
@@ -113,15 +132,29 @@ def test_another_users_file_is_404(
     assert client.get(f"/api/files/{file_id}", headers=alice.headers).status_code == 200
 
 
+def indexed(core: SolrCore, user_id: int) -> list[int]:
+    """The file ids the real Solr core holds for a user, read from the core itself (the app's
+    search re-checks results against the database, which would hide a stale entry)."""
+    solr = pysolr.Solr(core.url, auth=(core.username, core.password), timeout=10)
+    docs = solr.search("*:*", fq=f"user_id:{user_id}", fl="id", rows=100)
+    return sorted(search.file_id(doc["id"]) for doc in docs)
+
+
 def test_delete_removes_row_bytes_empty_dirs_and_index_entry(
-    client: FlaskClient, settings: Settings, alice: User, alice_files: dict[str, int]
+    client: FlaskClient,
+    solr_settings: Settings,
+    solr_core: SolrCore,
+    alice: User,
+    alice_files: dict[str, int],
 ) -> None:
-    user_dir = settings.user_dir(alice.id)
-    for path in ("Show/S01/e01.mkv", "Show/S01/e02.mkv"):
-        assert (
-            client.delete(f"/api/files/{alice_files[path]}", headers=alice.headers).status_code
-            == 204
-        )
+    services.configure(solr_settings)
+    tasks.index_files.apply(args=[sorted(alice_files.values())]).get()
+    # The index commits within a second.
+    wait_for(lambda: indexed(solr_core, alice.id) == sorted(alice_files.values()))
+    user_dir = solr_settings.user_dir(alice.id)
+    gone = [alice_files["Show/S01/e01.mkv"], alice_files["Show/S01/e02.mkv"]]
+    for file_id in gone:
+        assert client.delete(f"/api/files/{file_id}", headers=alice.headers).status_code == 204
     # The rows are gone at once; the bytes are removed by a task on a worker, where they live.
     removals = queued("transfers")
     assert removals == [
@@ -130,15 +163,20 @@ def test_delete_removes_row_bytes_empty_dirs_and_index_entry(
     ]
     assert (user_dir / "Show/S01/e01.mkv").exists()
     for _, args in removals:
-        tasks.remove_stored_files.apply(args=args)
-        tasks.remove_stored_files.apply(args=args)  # delivered twice (late acks): harmless
+        tasks.remove_stored_files.apply(args=args).get()
+        tasks.remove_stored_files.apply(args=args).get()  # delivered twice (late acks): harmless
     assert not (user_dir / "Show/S01").exists()
     assert (user_dir / "Show/cover 100%.jpg").exists()
     assert client.get("/api/files?path=Show", headers=alice.headers).get_json()["dirs"] == []
-    assert queued("index") == [
-        ("cloudfetch.unindex_files", [[alice_files["Show/S01/e01.mkv"]]]),
-        ("cloudfetch.unindex_files", [[alice_files["Show/S01/e02.mkv"]]]),
-    ]
+    # The index entries go the same way: still there until a worker runs the task.
+    unindexing = queued("index")
+    assert unindexing == [("cloudfetch.unindex_files", [[file_id]]) for file_id in gone]
+    assert set(gone) <= set(indexed(solr_core, alice.id))
+    for _, args in unindexing:
+        tasks.unindex_files.apply(args=args).get()
+        tasks.unindex_files.apply(args=args).get()
+    kept = sorted(set(alice_files.values()) - set(gone))
+    assert indexed(solr_core, alice.id) == kept
 
 
 def test_dev_fallback_sends_the_bytes(settings: Settings, alice_files: dict[str, int]) -> None:
@@ -154,6 +192,37 @@ def test_dev_fallback_sends_the_bytes(settings: Settings, alice_files: dict[str,
     assert "X-Accel-Redirect" not in response.headers
 
 
+def test_search_through_solr_finds_only_the_users_live_files(
+    solr_settings: Settings,
+    solr_core: SolrCore,
+    alice: User,
+    bob: User,
+    alice_files: dict[str, int],
+) -> None:
+    """The API's search against the real core: every word must match, one user's files only,
+    and an entry whose file is gone (its unindex task not run yet) is never shown."""
+    bob_file = store(solr_settings, bob, "Show/S01/e01.mkv", b"bob's")
+    client = create_app(solr_settings).test_client()
+    everything = [*alice_files.values(), bob_file]
+    tasks.index_files.apply(args=[everything]).get()
+    wait_for(lambda: len(indexed(solr_core, alice.id)) == len(alice_files))
+
+    def found(query: str) -> list[str]:
+        response = client.get("/api/search", query_string={"q": query}, headers=alice.headers)
+        assert response.status_code == 200, response.get_json()
+        return sorted(f["path"] for f in response.get_json())
+
+    assert found("show") == ["Show/S01/e01.mkv", "Show/S01/e02.mkv", "Show/cover 100%.jpg"]
+    assert found("S01 e02") == ["Show/S01/e02.mkv"]
+    assert found("notes") == ["notes.txt"]
+    assert found("nothing-like-it") == []
+    with services.current().sessions() as s:
+        s.delete(s.get(StoredFile, alice_files["Show/S01/e01.mkv"]))
+        s.commit()
+    assert alice_files["Show/S01/e01.mkv"] in indexed(solr_core, alice.id)
+    assert found("show") == ["Show/S01/e02.mkv", "Show/cover 100%.jpg"]
+
+
 def test_search_without_solr_is_503_and_empty_query_400(
     client: FlaskClient, alice: User, alice_files: dict[str, int]
 ) -> None:
@@ -166,18 +235,106 @@ def test_search_without_solr_is_503_and_empty_query_400(
         assert response.get_json()["error"] == "invalid_query"
 
 
-def test_storage_layout_is_plain_per_user_directories(
-    settings: Settings, alice: User, alice_files: dict[str, int]
-) -> None:
-    # What the backup server pulls: <root>/u<id>/<path>, nothing else needed to restore bytes.
-    files = sorted(
-        p.relative_to(settings.storage_root).as_posix()
-        for p in Path(settings.storage_root).rglob("*")
-        if p.is_file()
+def video(path: Path) -> bytes:
+    """A real two-second video, made by ffmpeg."""
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg missing: run `make setup` (requirements/apt-app.txt)")
+    lavfi = ["-f", "lavfi", "-i", "testsrc=duration=2:size=160x120:rate=10"]
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", *lavfi, "-pix_fmt", "yuv420p", str(path)],
+        check=True,
     )
-    assert files == [
-        f"u{alice.id}/Show/S01/e01.mkv",
-        f"u{alice.id}/Show/S01/e02.mkv",
-        f"u{alice.id}/Show/cover 100%.jpg",
-        f"u{alice.id}/notes.txt",
-    ]
+    return path.read_bytes()
+
+
+def run_queued(queue: str) -> list[str]:
+    """Run every task waiting in a queue of the in-memory broker, as a worker would."""
+    names = []
+    for name, args in queued(queue):
+        result = current_app.tasks[name].apply(args=args)
+        assert result.successful(), result.traceback
+        names.append(name)
+    return names
+
+
+def test_storage_layout_is_plain_per_user_directories(
+    client: FlaskClient,
+    tx_settings: Settings,
+    alice: User,
+    bob: User,
+    http_server: tuple[str, Routes],
+    tmp_path: Path,
+) -> None:
+    """What the backup server pulls, as the app's own tasks wrote it: <root>/u<id>/<path> with
+    exactly the bytes each file row names, thumbnails in u<id>/.thumbnails/, nothing else but
+    an empty .incoming/. URL downloads, a torrent with folders and a thumbnail each put theirs."""
+    services.configure(tx_settings)
+    root = tx_settings.storage_root
+    base, routes = http_server
+    clip = video(tmp_path / "clip.mp4")
+    sources = {
+        (alice, "/a/notes.txt"): b"alice's notes",
+        (alice, "/a/clip.mp4"): clip,
+        (bob, "/b/notes.txt"): b"bob's notes, same name",
+    }
+    for (user, path), content in sources.items():
+        routes[path] = (200, {"Content-Length": str(len(content))}, content)
+        response = client.post("/api/transfers", json={"url": base + path}, headers=user.headers)
+        assert response.status_code == 202
+    assert run_queued("transfers") == ["cloudfetch.fetch_url"] * 3
+    album = {"Album/01 intro.flac": b"a" * 20000, "Album/cd2/02.flac": b"b" * 30000}
+    response = client.post(
+        "/api/transfers",
+        data={"torrent": (io.BytesIO(make_torrent("Album", album)), "album.torrent")},
+        content_type="multipart/form-data",
+        headers=alice.headers,
+    )
+    assert response.status_code == 202
+    torrent_transfer = response.get_json()["id"]
+    # No peers here: the data is where Transmission will look; it verifies it and reports done.
+    for path, content in album.items():
+        target = tx_settings.incoming_dir / str(torrent_transfer) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    assert run_queued("transfers") == ["cloudfetch.start_torrent"]
+
+    def album_done() -> bool:
+        tasks.poll_torrents.apply()
+        with services.current().sessions() as s:
+            return s.get(Transfer, torrent_transfer).state == "completed"  # type: ignore[union-attr]
+
+    wait_for(album_done)
+    assert run_queued("media") == ["cloudfetch.make_thumbnail"]
+    queued("index")  # the search index is not part of the storage
+
+    on_disk = {
+        p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
+    }
+    with services.current().sessions() as s:
+        rows = s.query(StoredFile).order_by(StoredFile.user_id, StoredFile.path).all()
+        listed = {f"u{r.user_id}/{r.path}": r for r in rows}
+        thumbnails = {f"u{r.user_id}/{r.thumbnail_path}" for r in rows if r.thumbnail_path}
+    expected = {
+        f"u{alice.id}/notes.txt": b"alice's notes",
+        f"u{alice.id}/clip.mp4": clip,
+        f"u{alice.id}/Album/01 intro.flac": album["Album/01 intro.flac"],
+        f"u{alice.id}/Album/cd2/02.flac": album["Album/cd2/02.flac"],
+        f"u{bob.id}/notes.txt": b"bob's notes, same name",
+    }
+    assert sorted(listed) == sorted(expected), "one row per file, named by its place on disk"
+    assert thumbnails == {f"u{alice.id}/.thumbnails/{listed[f'u{alice.id}/clip.mp4'].id}.jpg"}
+    assert sorted(on_disk) == sorted([*expected, *thumbnails]), "no other file anywhere"
+    for name, content in expected.items():
+        assert on_disk[name] == content, name
+        assert listed[name].size == len(content), name
+    [thumbnail] = thumbnails
+    assert on_disk[thumbnail][:3] == b"\xff\xd8\xff"  # a JPEG
+    directories = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()}
+    assert directories == {
+        ".incoming",
+        f"u{alice.id}",
+        f"u{alice.id}/.thumbnails",
+        f"u{alice.id}/Album",
+        f"u{alice.id}/Album/cd2",
+        f"u{bob.id}",
+    }

@@ -201,6 +201,30 @@ def test_ui_forms_need_the_csrf_token(client: FlaskClient, alice: User) -> None:
     assert client.get("/").status_code == 302  # still not logged in
 
 
+def test_errors_are_pages_in_the_ui_and_json_everywhere_else(
+    client: FlaskClient, alice: User
+) -> None:
+    """The UI's blueprint renders its own errors; the app-wide handler answers JSON."""
+    client.get("/login")
+    refused = client.post("/login", data={"email": alice.email, "password": "correct horse"})
+    assert (refused.status_code, refused.mimetype) == (400, "text/html")
+    assert "the form expired" in refused.get_data(as_text=True)
+    anonymous = client.get("/files/1/download")
+    assert (anonymous.status_code, anonymous.mimetype) == (401, "text/html")
+    assert "log in first" in anonymous.get_data(as_text=True)
+    for method, path, status, code in [
+        ("get", "/api/files/999", 404, "not_found"),
+        ("get", "/api/files", 401, "missing_token"),
+        ("get", "/no/such/page", 404, "not_found"),
+        ("delete", "/api/me", 405, "method_not_allowed"),
+        ("post", "/version", 405, "method_not_allowed"),
+    ]:
+        headers = alice.headers if path == "/api/files/999" else {}
+        response = getattr(client, method)(path, headers=headers)
+        assert (response.status_code, response.mimetype) == (status, "application/json"), path
+        assert response.get_json()["error"] == code, path
+
+
 def test_ui_login_download_and_logout(client: FlaskClient, settings: Settings, alice: User) -> None:
     with services.current().sessions() as s:
         row = StoredFile(user_id=alice.id, path="song.ogg", size=3)

@@ -3,17 +3,23 @@ served by a local HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
+import threading
 from dataclasses import replace
 
 import pytest
+from celery.result import EagerResult
 from cloudfetch import services, tasks
+from cloudfetch.celery_app import celery_init_app
 from cloudfetch.config import Settings
 from cloudfetch.models import StoredFile, Transfer
-from conftest import Routes, User, queued
+from conftest import User, queued, wait_for
 from flask.testing import FlaskClient
+from http_source import Paused, Routes
 
 
 def add_url(client: FlaskClient, user: User, url: str) -> int:
@@ -141,12 +147,38 @@ def test_private_addresses_are_refused_unless_allowed(
 def test_transfer_deleted_during_download_leaves_no_file(
     client: FlaskClient, settings: Settings, alice: User, http_server: tuple[str, Routes]
 ) -> None:
+    """The user deletes the transfer while the worker is receiving it: the server holds the
+    rest of the body back until the delete has happened."""
     base, routes = http_server
-    routes["/x"] = (200, {"Content-Length": "1"}, b"x")
-    transfer_id = add_url(client, alice, f"{base}/x")
-    assert client.delete(f"/api/transfers/{transfer_id}", headers=alice.headers).status_code == 204
-    tasks.fetch_url.apply(args=[transfer_id])
+    body = Paused(head=b"h" * 50_000, tail=b"t" * 50_000)
+    routes["/slow.iso"] = (200, {}, body)
+    transfer_id = add_url(client, alice, f"{base}/slow.iso")
+    results: list[EagerResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(tasks.fetch_url.apply(args=[transfer_id]))
+    )
+    worker.start()
+    try:
+        assert body.sending.wait(timeout=60), "the worker never started the download"
+        incoming = settings.incoming_dir / str(transfer_id)
+        # Its temporary file exists once the worker has the response headers.
+        partial = wait_for(lambda: list(incoming.glob(".fetch-*")))
+        assert transfer(transfer_id).state == "downloading"
+        response = client.delete(f"/api/transfers/{transfer_id}", headers=alice.headers)
+        assert response.status_code == 204
+        assert partial[0].exists(), "deleted while the download was still under way"
+    finally:
+        body.released.set()
+        worker.join(timeout=120)
+    assert not worker.is_alive()
+    [result] = results
+    assert result.successful(), result.traceback
     assert files_of(alice) == []
+    assert not settings.user_dir(alice.id).exists() or not any(
+        settings.user_dir(alice.id).iterdir()
+    )
+    assert no_leftovers(settings), list(settings.incoming_dir.rglob("*"))
+    assert queued("index") == [] and queued("media") == []
 
 
 def stored_video(settings: Settings, user: User, name: str, content: bytes | None) -> int:
@@ -224,10 +256,62 @@ def test_thumbnail_of_deleted_file_is_a_no_op(settings: Settings, alice: User) -
 
 
 def test_celery_is_configured_to_lose_no_task(settings: Settings) -> None:
-    tasks.configure_celery(settings)
-    conf = tasks.celery_app.conf
+    conf = celery_init_app(settings).conf
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_default_delivery_mode == "persistent"
     assert [q.name for q in conf.task_queues if q.durable] == ["transfers", "media", "index"]
+
+
+WORKER_TASKS = """
+import json, sys
+import cloudfetch.worker as entry
+before = "cloudfetch.tasks" in sys.modules
+entry.app.loader.import_default_modules()  # what `celery -A cloudfetch.worker worker` does first
+names = sorted(n for n in entry.app.tasks if n.startswith("cloudfetch."))
+print(json.dumps({"imported_before": before, "tasks": names,
+                  "beat": entry.app.conf.beat_schedule["poll-torrents"]["task"],
+                  "broker": entry.app.conf.broker_url}))
+"""
+
+
+def test_the_worker_entry_point_knows_every_task(settings: Settings) -> None:
+    """In a fresh interpreter, as the worker starts: cloudfetch.worker configures Celery from
+    the environment, and the app's `include` brings in every task by the name messages carry."""
+    env = {
+        "PATH": os.environ["PATH"],
+        **{
+            f"CLOUDFETCH_{key}": value
+            for key, value in {
+                "DATABASE_URL": settings.database_url,
+                "BROKER_URL": "amqp://cloudfetch:pw@mq.invalid:5672/cloudfetch",
+                "SOLR_URL": settings.solr_url,
+                "TRANSMISSION_URL": settings.transmission_url,
+                "TRANSMISSION_USERNAME": "u",
+                "TRANSMISSION_PASSWORD": "p",
+                "STORAGE_ROOT": str(settings.storage_root),
+                "SECRET_KEY": settings.secret_key,
+            }.items()
+        },
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER_TASKS], env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found == {
+        "imported_before": False,
+        "tasks": [
+            "cloudfetch.cancel_torrent",
+            "cloudfetch.fetch_url",
+            "cloudfetch.index_files",
+            "cloudfetch.make_thumbnail",
+            "cloudfetch.poll_torrents",
+            "cloudfetch.remove_stored_files",
+            "cloudfetch.start_torrent",
+            "cloudfetch.unindex_files",
+        ],
+        "beat": "cloudfetch.poll_torrents",
+        "broker": "amqp://cloudfetch:pw@mq.invalid:5672/cloudfetch",
+    }

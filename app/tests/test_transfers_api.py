@@ -149,20 +149,27 @@ def test_oversize_torrent_is_413(client: FlaskClient, alice: User) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "error"),
     [
-        {},
-        {"url": "https://example.org/a", "magnet": MAGNET},
-        {"url": 5},
-        {"magnet": ["x"]},
+        ({}, "invalid_request"),
+        ({"url": None, "magnet": ""}, "invalid_request"),
+        ({"url": "https://example.org/a", "magnet": MAGNET}, "invalid_request"),
+        ({"url": 5}, "invalid_source"),
+        ({"magnet": ["x"]}, "invalid_source"),
+        # Falsy, but sent: a bad source, not a missing one (these once crashed with a 500).
+        ({"url": 0}, "invalid_source"),
+        ({"url": []}, "invalid_source"),
+        ({"url": {}}, "invalid_source"),
+        ({"magnet": False}, "invalid_source"),
     ],
 )
 def test_transfer_needs_exactly_one_valid_source(
-    client: FlaskClient, alice: User, body: dict[str, object]
+    client: FlaskClient, alice: User, body: dict[str, object], error: str
 ) -> None:
+    """No source or several is a malformed request; one source of the wrong type is a
+    malformed source, like any other bad URL or magnet."""
     response = client.post("/api/transfers", json=body, headers=alice.headers)
-    assert response.status_code == 400
-    assert response.get_json()["error"] in ("invalid_request", "invalid_source")
+    assert (response.status_code, response.get_json()["error"]) == (400, error)
     assert count_transfers() == 0 and queued() == []
 
 
@@ -173,8 +180,8 @@ def test_upload_without_torrent_field_is_400(client: FlaskClient, alice: User) -
         content_type="multipart/form-data",
         headers=alice.headers,
     )
-    assert response.status_code == 400
-    assert count_transfers() == 0
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_request")
+    assert count_transfers() == 0 and queued() == []
 
 
 def test_same_torrent_twice_is_409_for_one_user_and_shared_across_users(

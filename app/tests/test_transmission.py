@@ -7,7 +7,6 @@ from real peers is exercised in the lab."""
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import replace
 
 import pytest
@@ -16,23 +15,20 @@ from cloudfetch.bencode import parse_torrent
 from cloudfetch.config import Settings
 from cloudfetch.models import StoredFile, Transfer
 from cloudfetch.torrents import TorrentClient, TorrentClientError
-from conftest import TRANSMISSION_PASSWORD, TRANSMISSION_USER, User, make_torrent, queued
+from conftest import (
+    TRANSMISSION_PASSWORD,
+    TRANSMISSION_USER,
+    User,
+    make_torrent,
+    queued,
+    wait_for,
+)
 from flask.testing import FlaskClient
 
 
 @pytest.fixture
 def client_tx(transmission_url: str) -> TorrentClient:
     return TorrentClient(transmission_url, TRANSMISSION_USER, TRANSMISSION_PASSWORD)
-
-
-def wait_for(predicate, seconds: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {seconds}s")
 
 
 def test_add_status_and_remove_a_torrent(client_tx: TorrentClient, tmp_path) -> None:  # type: ignore[no-untyped-def]

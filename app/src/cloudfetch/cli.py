@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from cloudfetch import metrics, migrate
+from cloudfetch import metrics, migrate, services
 from cloudfetch.config import ConfigError, load_settings
 
 
@@ -21,8 +21,6 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from cloudfetch import services
-
     svc = services.configure(load_settings())
     with svc.sessions() as session:
         figures = metrics.collect(session, svc.settings.broker_url, args.interval_minutes)

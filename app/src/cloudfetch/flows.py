@@ -111,18 +111,25 @@ class TransferRequest:
     torrent: bytes | None = None
 
 
+def _sent(value: Any) -> bool:
+    """Absent and empty fields are not sent (HTML forms send every field); anything else is a
+    source, valid or not: `{"url": 0}` is a bad URL, not a missing one."""
+    return value is not None and value != "" and value != b""
+
+
 def add_transfer(db: Session, settings: Settings, user: User, req: TransferRequest) -> Transfer:
-    given = [x for x in (req.url, req.magnet, req.torrent) if x not in (None, "", b"")]
-    if len(given) != 1:
+    fields = {"url": req.url, "magnet": req.magnet, "torrent": req.torrent}
+    sent = [name for name, value in fields.items() if _sent(value)]
+    if len(sent) != 1:
         raise ApiError(400, "invalid_request", "give exactly one of: url, magnet, torrent file")
     info_hash: str | None = None
     torrent_data: bytes | None = None
     try:
-        if req.url:
+        if sent == ["url"]:
             if not isinstance(req.url, str):
                 raise InvalidSource("url must be a string")
             kind, source, name = TransferKind.URL, check_url(req.url.strip()), None
-        elif req.magnet:
+        elif sent == ["magnet"]:
             if not isinstance(req.magnet, str):
                 raise InvalidSource("magnet must be a string")
             source = req.magnet.strip()

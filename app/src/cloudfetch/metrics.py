@@ -16,11 +16,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from cloudfetch.celery_app import QUEUES
 from cloudfetch.models import Counter, StoredFile, Transfer, TransferState, User
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("transfers", "media", "index")
 BROKER_TIMEOUT_SECONDS = 1.5
 COUNTER_NAMES = ("requests_total", "responses_4xx_total", "responses_5xx_total")
 

@@ -1,5 +1,6 @@
 """The process-wide services built from Settings: database engine, session factory, Solr and
-Transmission clients. The web app and the Celery worker each configure them once at start-up."""
+Transmission clients. The web app and the Celery worker each configure them once at start-up
+(Celery itself is configured by the same entry points: cloudfetch.celery_app)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,6 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
 
 def configure(settings: Settings) -> Services:
     global _current
-    from cloudfetch.tasks import configure_celery
-
     if _current is not None:
         _current.engine.dispose()
     engine = make_engine(settings.database_url, pool_pre_ping=True)
@@ -56,7 +55,6 @@ def configure(settings: Settings) -> Services:
         engine=engine,
         sessions=sessionmaker(engine, expire_on_commit=False),
     )
-    configure_celery(settings)
     return _current
 
 

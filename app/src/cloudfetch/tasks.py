@@ -1,7 +1,9 @@
 """Celery tasks: every long piece of work (downloads, Transmission, moving files, Solr, ffmpeg).
 
-Tasks are acknowledged late and may run twice (a worker killed mid-task, a broker restart), so
-each one checks the state it finds before acting and does nothing when the work is done.
+They are `shared_task`s: the Celery app they run on is made by the entry points
+(cloudfetch.celery_app.celery_init_app). Tasks are acknowledged late and may run twice (a worker
+killed mid-task, a broker restart), so each one checks the state it finds before acting and does
+nothing when the work is done.
 """
 
 from __future__ import annotations
@@ -12,13 +14,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from celery import Celery
-from kombu import Queue
+from celery import shared_task
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from cloudfetch import fetch, media, services
-from cloudfetch.config import Settings
 from cloudfetch.models import MediaState, StoredFile, Transfer, TransferKind, TransferState
 from cloudfetch.search import SearchUnavailable
 from cloudfetch.storage import (
@@ -34,46 +34,10 @@ from cloudfetch.torrents import TorrentClient, TorrentClientError, TorrentStatus
 
 log = logging.getLogger(__name__)
 
-celery_app = Celery("cloudfetch")
-
-POLL_SECONDS = 15.0
 PROGRESS_EVERY_SECONDS = 2.0
 # Keys for pg_try_advisory_xact_lock / pg_advisory_xact_lock.
 POLL_LOCK_KEY = 0x63_66_70_6C  # "cfpl"
 USER_STORAGE_LOCK_CLASS = 0x63_66_75_73  # "cfus"; second key is the user id
-
-
-def configure_celery(settings: Settings) -> None:
-    celery_app.conf.update(
-        broker_url=settings.broker_url,
-        task_queues=[Queue(name, durable=True) for name in ("transfers", "media", "index")],
-        task_default_queue="transfers",
-        task_routes={
-            "cloudfetch.make_thumbnail": {"queue": "media"},
-            "cloudfetch.index_files": {"queue": "index"},
-            "cloudfetch.unindex_files": {"queue": "index"},
-        },
-        task_default_delivery_mode="persistent",
-        # A task is acknowledged only when it has finished, and given back to the queue when
-        # its worker dies, so a killed worker or a restarted broker loses nothing.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_ignore_result=True,
-        # A web request that enqueues must fail fast (503) when the broker is down, not hang.
-        broker_connection_timeout=2,
-        broker_connection_retry_on_startup=True,
-        task_publish_retry_policy={
-            "max_retries": 2,
-            "interval_start": 0,
-            "interval_step": 0.5,
-            "interval_max": 1,
-        },
-        beat_schedule={
-            "poll-torrents": {"task": "cloudfetch.poll_torrents", "schedule": POLL_SECONDS}
-        },
-    )
-
 
 _ACTIVE = (TransferState.QUEUED, TransferState.DOWNLOADING)
 
@@ -100,7 +64,7 @@ def _after_completion(file_ids: list[int], paths: list[str]) -> None:
             make_thumbnail.delay(file_id)
 
 
-@celery_app.task(name="cloudfetch.fetch_url")
+@shared_task(name="cloudfetch.fetch_url")
 def fetch_url(transfer_id: int) -> None:
     svc = services.current()
     settings = svc.settings
@@ -145,7 +109,7 @@ def fetch_url(transfer_id: int) -> None:
     with svc.sessions() as session:
         transfer = session.get(Transfer, transfer_id)
         if transfer is None:  # deleted while downloading
-            fetched.path.unlink(missing_ok=True)
+            _remove_dir(settings.incoming_dir / str(transfer_id))
             return
         _lock_user_storage(session, user_id)
         user_dir = settings.user_dir(user_id)
@@ -173,7 +137,7 @@ def fetch_url(transfer_id: int) -> None:
         _after_completion([stored.id], [relative])
 
 
-@celery_app.task(name="cloudfetch.start_torrent")
+@shared_task(name="cloudfetch.start_torrent")
 def start_torrent(transfer_id: int) -> None:
     svc = services.current()
     with svc.sessions() as session:
@@ -292,7 +256,7 @@ def _complete_group(
         _after_completion(file_ids, paths)
 
 
-@celery_app.task(name="cloudfetch.poll_torrents")
+@shared_task(name="cloudfetch.poll_torrents")
 def poll_torrents() -> int:
     """Update progress of torrent transfers; finish the completed ones. Returns how many
     transfers were looked at (0 when another worker is already polling)."""
@@ -355,7 +319,7 @@ def _poll(svc: services.Services) -> int:
         return len(active)
 
 
-@celery_app.task(name="cloudfetch.cancel_torrent")
+@shared_task(name="cloudfetch.cancel_torrent")
 def cancel_torrent(transfer_id: int, info_hash: str) -> None:
     """A deleted transfer: drop it from Transmission with its partial data, unless another
     user's transfer shares the torrent (then its bytes stay) or Transmission keeps it outside
@@ -384,7 +348,7 @@ def cancel_torrent(transfer_id: int, info_hash: str) -> None:
     _remove_dir(own_dir)
 
 
-@celery_app.task(
+@shared_task(
     name="cloudfetch.index_files",
     autoretry_for=(SearchUnavailable,),
     retry_backoff=True,
@@ -398,7 +362,7 @@ def index_files(file_ids: list[int]) -> None:
     svc.file_index().add(files)
 
 
-@celery_app.task(
+@shared_task(
     name="cloudfetch.unindex_files",
     autoretry_for=(SearchUnavailable,),
     retry_backoff=True,
@@ -409,7 +373,7 @@ def unindex_files(file_ids: list[int]) -> None:
     services.current().file_index().remove(file_ids)
 
 
-@celery_app.task(name="cloudfetch.remove_stored_files")
+@shared_task(name="cloudfetch.remove_stored_files")
 def remove_stored_files(user_id: int, paths: list[str]) -> None:
     """Delete the bytes of deleted files, and the folders they leave empty. Runs on a worker
     (queue transfers), where the storage is; running it twice is harmless."""
@@ -421,7 +385,7 @@ def remove_stored_files(user_id: int, paths: list[str]) -> None:
             log.error("user %s: %s stays on disk: %s", user_id, relative, exc)
 
 
-@celery_app.task(name="cloudfetch.make_thumbnail")
+@shared_task(name="cloudfetch.make_thumbnail")
 def make_thumbnail(file_id: int, ffmpeg: str = "ffmpeg") -> str:
     svc = services.current()
     with svc.sessions() as session:

@@ -2,8 +2,9 @@
 `celery -A cloudfetch.worker beat` in the fleet for the torrent poll)."""
 
 from cloudfetch import services
+from cloudfetch.celery_app import celery_init_app
 from cloudfetch.config import load_settings
-from cloudfetch.tasks import celery_app
 
-services.configure(load_settings())
-app = celery_app
+settings = load_settings()
+services.configure(settings)
+app = celery_init_app(settings)
