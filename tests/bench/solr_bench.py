@@ -6,6 +6,7 @@ and time; the documents are deleted again at the end. Prints figures, passes or 
 
     python tests/bench/solr_bench.py                 # 10,000 docs, 200 queries
     python tests/bench/solr_bench.py --docs 2000 --queries 50
+    python tests/bench/solr_bench.py --smoke         # 200 docs, 20 queries: checks the bench runs
 """
 
 from __future__ import annotations
@@ -158,7 +159,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--port", type=int, default=8983)
     parser.add_argument("--seed", type=int, default=4)
+    parser.add_argument(
+        "--smoke", action="store_true", help="200 docs, 20 queries: checks the bench runs"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.docs, args.batch, args.queries = 200, 100, 20
 
     host = load_fleet(args.env).group("solr")[0]
     # The app's Solr user (BasicAuth, as the app itself sends it).

@@ -2,9 +2,11 @@
 
 The session starts from fresh hosts (the base image stays cached), brings the lab up, converges
 `playbooks/site.yml` once, runs every test, converges again (that run must report changed=0; it
-runs last) and tears the lab down, checking that nothing is left behind.
+runs last) and tears the lab down, checking that nothing is left behind. It never takes a lab
+that is running without being told (tests/lab/labguard.py): it refuses, naming the two ways on.
 
-    FETCHFLEET_LAB_KEEP=1        reuse the running lab and leave it up (while developing; never in CI)
+    FETCHFLEET_LAB_KEEP=1        test the running lab and leave it up (while developing; never in CI)
+    FETCHFLEET_LAB_REPLACE=1     destroy a running lab and start from fresh hosts
     FETCHFLEET_SKIP_CONVERGE=1   skip the first converge (iterating on tests only)
 
 Needs root and the lab's tools; without them every test here fails loudly, it never skips.
@@ -24,12 +26,16 @@ import testinfra
 from fetchfleet import lab as L
 from fetchfleet.playbook import Recap, run_playbook
 
-KEEP = os.environ.get("FETCHFLEET_LAB_KEEP") == "1"
+import labguard
+
 SKIP_CONVERGE = os.environ.get("FETCHFLEET_SKIP_CONVERGE") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "converge_again: runs after every other lab test")
+    config.addinivalue_line(
+        "markers", "last: runs after the other lab tests, before converge_again"
+    )
 
 
 _FIGURES: list[str] = []
@@ -55,8 +61,15 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The second converge proves idempotence of everything the other tests left behind."""
-    items.sort(key=lambda item: item.get_closest_marker("converge_again") is not None)
+    """The second converge proves idempotence of everything the other tests left behind; the
+    benchmarks' smoke runs (`last`) measure the lab the other tests leave, before it."""
+
+    def order(item: pytest.Item) -> int:
+        if item.get_closest_marker("converge_again"):
+            return 2
+        return 1 if item.get_closest_marker("last") else 0
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +77,13 @@ def lab() -> L.Lab:
     """The lab, up. Fails (never skips) with the reason when it cannot come up here."""
     try:
         lab = L.load_lab()
-        if not KEEP:
+        how = labguard.mode()
+        if reason := labguard.refusal(lab, how):
+            # One message for the whole session, not one error per test.
+            pytest.exit(f"lab: refusing to start the lab tests: {reason}", returncode=2)
+        if how != "keep":
             # Fresh boxes: the converge below is a cold one every run, whatever was left before.
+            (lab.state_dir / labguard.MARK).unlink(missing_ok=True)
             L.preflight()
             for host in lab.hosts:
                 L.destroy_host(lab, host.name)
@@ -79,7 +97,7 @@ def lab() -> L.Lab:
         f"{len(booted)} hosts booted, slowest answered SSH after {max(booted.values(), default=0):.1f}s"
     )
     yield lab
-    if KEEP:
+    if how == "keep":
         return
     L.down(lab)
     assert_nothing_left(lab)
@@ -124,7 +142,8 @@ def host(lab: L.Lab) -> Callable[[str], testinfra.host.Host]:
                 f"ssh://root@{address}",
                 ssh_identity_file=str(lab.ssh_key),
                 ssh_extra_args=f"-o UserKnownHostsFile={lab.known_hosts} "
-                "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
+                # LogLevel=ERROR: the hosts' login banner goes to stderr otherwise, into every result.
+                "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o LogLevel=ERROR",
             )
         return cache[name]
 

@@ -20,10 +20,12 @@ import pytest
 
 from fetchfleet import deploy as D
 from fetchfleet import lab as L
+from fetchfleet import remote
 from fetchfleet.inventory import REPO, load_fleet
 from fetchfleet.loadgen import Load
 
 FLEET = load_fleet("lab")
+HOSTS = D.Hosts()
 LB = FLEET.group("loadbalancers")[0]
 BASE = f"http://{LB.address}"
 WEB = [h.name for h in FLEET.group("web")]
@@ -46,7 +48,7 @@ def versions_through_lb(n: int = 12) -> set[str]:
 
 
 def current_everywhere() -> dict[str, str | None]:
-    return {h.name: D.host_state(h)["current"] for h in FLEET.hosts if h.name in APP}
+    return {h.name: HOSTS.state(h)["current"] for h in FLEET.hosts if h.name in APP}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def clean(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def first_release(lab, converged, clean) -> str:
     """A release deployed to every app host (through fab deploy: builds or reuses the cache)."""
-    D.undrain_all(D.plan(FLEET))
+    HOSTS.undrain_interrupted(D.plan(FLEET))
     if D.lock_status("lab")[0] is not None:
         D.unlock("lab")
     report = D.deploy(repo=clean, message="test_deploy: baseline", out=print)
@@ -104,9 +106,9 @@ def broken_ref(tmp_path_factory) -> tuple[Path, str]:
     """A clone of this repository with one commit on top whose /healthz always answers 503."""
     clone = tmp_path_factory.mktemp("broken") / "repo"
     subprocess.run(["git", "clone", "--quiet", "--shared", str(REPO), str(clone)], check=True)
-    web = clone / "app" / "src" / "cloudfetch" / "web.py"
+    web = clone / "app" / "src" / "cloudfetch" / "ops.py"
     text = web.read_text()
-    needle = "    body, code = health.health(svc())\n"
+    needle = "    body, code = health.health(context.services())\n"
     assert needle in text
     web.write_text(
         text.replace(needle, needle + "    code = 503  # test_deploy: a broken release\n")
@@ -153,7 +155,7 @@ def test_a_held_lock_refuses_a_second_deploy() -> None:
         )
         assert "incident: db failover in progress" in refused["detail"]
         for host in (FLEET.host(name) for name in APP):
-            log = D.Remote(host).run(f"tail -n1 {D.app_root(host)}/revisions.log").stdout
+            log = remote.connect(host).run(f"tail -n1 {HOSTS.app_root(host)}/revisions.log").stdout
             assert json.loads(log)["result"] == "refused", (host.name, log)
     finally:
         assert D.unlock("lab") is not None
@@ -183,11 +185,11 @@ def test_keep_n_removes_old_releases_but_never_current_or_previous(lab) -> None:
     for name in APP:
         # An old installed release (a copy of one): keep-N must remove it.
         L.run_on(lab, name, f"cd /srv/cloudfetch/releases && cp -a $(ls | head -n 1) {old}")
-    states = {h.name: D.host_state(h) for h in p.app_hosts}
+    states = {h.name: HOSTS.state(h) for h in p.app_hosts}
     assert all(old in s["installed"] for s in states.values()), states
-    removed = D.cleanup(p, 2, {n: {"current": None} for n in states})
+    removed = D.Deploy("lab", keep=2).cleanup({n: {"current": None} for n in states})
     for name, before in states.items():
-        after = D.host_state(FLEET.host(name))
+        after = HOSTS.state(FLEET.host(name))
         previous = D.previous_release(before["installed"], before["current"])
         expected = sorted({*before["installed"][-2:], before["current"], previous})
         assert after["current"] == before["current"]
@@ -220,12 +222,19 @@ def test_a_killed_deploy_leaves_working_hosts_and_a_stale_lock() -> None:
     info, stale = D.lock_status("lab")
     assert info is not None and info.message == "killed on purpose"
     assert stale is not None and "is gone" in stale
-    installed_ok = set()
+    # Every web host, switched or not, serves the release its `current` names, healthily, and that
+    # release is installed on every app host; the load balancer answers only with those.
+    serving = {}
     for name in WEB:
         host = FLEET.host(name)
-        probe = D.gate(host, D.host_state(host)["current"], timeout=60)
-        installed_ok.add(json.loads(probe["/version"]["body"])["release"])
-    assert len(versions_through_lb()) >= 1
+        state = HOSTS.state(host)
+        probe = HOSTS.gate(host, state["current"], timeout=60)
+        serving[name] = json.loads(probe["/version"]["body"])["release"]
+        assert serving[name] == state["current"], (name, serving[name], state)
+    everywhere = set.intersection(*(set(HOSTS.state(FLEET.host(n))["installed"]) for n in APP))
+    assert set(serving.values()) <= everywhere, (serving, everywhere)
+    through_lb = versions_through_lb()
+    assert through_lb and through_lb <= set(serving.values()), (through_lb, serving)
     D.unlock("lab")
     # The next run puts a host the killed one left drained back into the load balancer.
     report = D.restart(message="after the killed deploy", out=print)
@@ -265,3 +274,83 @@ def test_maintenance_on_and_off_through_the_load_balancer() -> None:
         assert resp.status == 200
     actions = [r["action"] for r in D.read_audit(D.control_audit_path("lab"))[-2:]]
     assert actions == ["maintenance on", "maintenance off"]
+
+
+def web_hosts_through_lb(n: int = 12) -> set[str]:
+    """Which web hosts answered n requests through the load balancer (X-Cloudfetch-Web)."""
+    import urllib.request
+
+    seen = set()
+    for _ in range(n):
+        with urllib.request.urlopen(BASE + "/version", timeout=10) as resp:
+            seen.add(resp.headers["X-Cloudfetch-Web"])
+    return seen
+
+
+def test_a_converge_while_a_host_is_drained_keeps_it_drained_and_fails_nothing() -> None:
+    """One writer per file: the drain state is the deploy's (and `fab lb.drain`'s); a converge
+    re-renders the load balancer's upstream from its servers and that state, so the drained host
+    stays out while the converge runs and after, and no request fails meanwhile."""
+    drained, other = WEB
+    D.drain("lab", drained, True, "test: converge during a drain")
+    try:
+        assert web_hosts_through_lb() == {other}
+        with Load(BASE, rate=30, threads=3) as load:
+            recap = D.converge(limit="loadbalancers:web", message="during a drain", echo=False)
+        assert recap.ok, recap.output[-3000:]
+        print(f"FIGURE converge during a drain: {recap.seconds:.1f}s; {load.stats.line()}")
+        assert load.stats.failed == 0, load.stats.failures
+        assert web_hosts_through_lb() == {other}, "the converge undrained the host"
+        row = next(r for r in D.status("lab") if r["host"] == drained)
+        assert row["lb"] == "drained (manual)", row
+    finally:
+        D.drain("lab", drained, False)
+    assert web_hosts_through_lb() == set(WEB)
+    actions = [(r["action"], r.get("host")) for r in D.read_audit(D.control_audit_path("lab"))[-3:]]
+    assert actions == [("drain", drained), ("converge", None), ("undrain", drained)]
+
+
+def test_a_converge_is_refused_while_the_lock_is_held_and_names_the_holder() -> None:
+    D.hold_lock("lab", "test: an incident")
+    try:
+        with pytest.raises(D.LockHeld, match="test: an incident"):
+            D.converge(limit="loadbalancers", echo=False)
+    finally:
+        D.unlock("lab")
+    refused = D.read_audit(D.control_audit_path("lab"))[-2]
+    assert (refused["action"], refused["result"]) == ("converge", "refused")
+
+
+def web_pids() -> dict[str, int]:
+    return {n: HOSTS.state(FLEET.host(n))["programs"]["cloudfetch-web"]["pid"] for n in WEB}
+
+
+def test_a_converge_that_changes_the_apps_configuration_restarts_it_rolling_and_fails_nothing() -> (
+    None
+):
+    """roles/app restarts nothing itself; fab converge follows with the deploy's rolling restart
+    of the hosts whose configuration changed (here gunicorn's, on the web hosts only)."""
+    before = web_pids()
+    worker = FLEET.group("workers")[0]
+    worker_pid = HOSTS.state(worker)["programs"]["cloudfetch-worker"]["pid"]
+    with Load(BASE, rate=30, threads=3) as load:
+        recap = D.converge(
+            limit="web",
+            extra=["-e", '{"app_gunicorn_graceful_timeout": 31}'],
+            echo=False,
+            out=print,
+        )
+    print(
+        f"FIGURE converge with a config change + rolling restart: {recap.seconds:.1f}s; {load.stats.line()}"
+    )
+    assert recap.ok, recap.output[-3000:]
+    assert recap.restart is not None and recap.restart.result == "ok"
+    assert sorted(h.host for h in recap.restart.hosts) == sorted(WEB)
+    assert load.stats.failed == 0, load.stats.failures
+    after = web_pids()
+    assert all(after[n] != before[n] for n in WEB), (before, after)
+    assert HOSTS.state(worker)["programs"]["cloudfetch-worker"]["pid"] == worker_pid
+    assert not any(HOSTS.state(FLEET.host(n))["restart_pending"] for n in WEB)
+    # Back to the inventory's value: the same again.
+    recap = D.converge(limit="web", echo=False, out=print)
+    assert recap.ok and recap.restart is not None and recap.restart.result == "ok"

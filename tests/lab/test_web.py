@@ -1,7 +1,7 @@
 """The web tier in the lab: nginx (load balancer, web hosts, workers' storage), supervisor, the app
 runtime, and the first deploy — used the way a person would, through the load balancer.
 
-Runs on the session's converged lab (site.yml imports web.yml), deploys once (deploy.yml), then:
+Runs on the session's converged lab (site.yml imports web.yml), deploys once (fab deploy), then:
 sign up, a URL transfer fetched by Celery on the worker from a lab host, list, search (Solr),
 download (bytes from the worker's storage through nginx's internal location, not gunicorn), two
 users fetching the lab seeder's torrent from a real peer through the app, a dead web host,
@@ -11,6 +11,7 @@ maintenance switch, auth rate limit, firewall, a second converge, bad variables.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,17 +19,20 @@ import re
 import secrets
 import shlex
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from fetchfleet import api
+from fetchfleet import deploy as D
 from fetchfleet import lab as L
 from fetchfleet.api import Response
 from fetchfleet.inventory import REPO, load_fleet
 from fetchfleet.playbook import Recap, run_playbook
 
+from badvars import assert_refused_before_any_change
 from torrents import (
     SEEDER,
     SEEDER_DATA,
@@ -69,13 +73,14 @@ def wait_for_transfer(token: str, transfer_id: int, bound: float) -> dict:
 
 @pytest.fixture(scope="module")
 def deployed(lab, converged) -> dict:
-    """A release deployed by playbooks/deploy.yml (build cached per app/ commit)."""
-    recap = run_playbook("deploy.yml", echo=False)
-    assert recap.ok, f"deploy.yml failed: {recap.hosts}\n{recap.output[-3000:]}"
-    print(f"\nFIGURE deploy.yml: {recap.seconds:.1f}s, changed={recap.total('changed')}")
+    """A release deployed by `fab deploy`'s code, as `make lab` does (build cached per commit)."""
+    report = D.deploy(message="test_web: first deploy", out=print)
+    assert report.result == "ok", report
+    print(f"\nFIGURE first deploy (fab deploy): {report.seconds:.1f}s, steps {report.steps}")
     version = http("GET", "/version")
     assert version.status == 200, version
-    return {"release": version.json()["release"], "recap": recap}
+    assert version.json()["release"] == report.release
+    return {"release": report.release, "report": report}
 
 
 @pytest.fixture(scope="module")
@@ -462,10 +467,17 @@ def test_second_converge_of_the_web_tier_changes_nothing(deployed):
     assert recap.total("changed") == 0, recap.changed
 
 
-def test_redeploying_the_same_release_changes_nothing(deployed):
-    recap: Recap = run_playbook("deploy.yml", echo=False)
+def test_reinstalling_the_same_release_changes_nothing(deployed):
+    """The install step of a deploy of the release already installed (cached build) changes
+    nothing on any host: what `fab deploy` of an unchanged tree ships and installs."""
+    rel = D.build_release()
+    assert rel.reused and rel.id == deployed["release"]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump({"app_release": dataclasses.asdict(rel)}, f)
+        f.flush()
+        recap: Recap = run_playbook("release-install.yml", extra=["-e", f"@{f.name}"], echo=False)
     assert recap.ok, recap.output[-3000:]
-    print(f"\nFIGURE deploy.yml again (cached build, installed release): {recap.seconds:.1f}s")
+    print(f"\nFIGURE install of the installed release again: {recap.seconds:.1f}s")
     assert recap.total("changed") == 0, recap.changed
     assert http("GET", "/version").json()["release"] == deployed["release"]
 
@@ -484,10 +496,7 @@ def test_redeploying_the_same_release_changes_nothing(deployed):
     ],
 )
 def test_bad_variables_stop_before_any_change(deployed, limit, extra, variable):
-    recap = run_playbook("web.yml", limit=limit, extra=["-e", json.dumps(extra)], echo=False)
-    assert not recap.ok, f"web.yml accepted {extra}"
-    assert recap.total("changed") == 0, recap.changed
-    assert variable in recap.output, recap.output[-2000:]
+    assert_refused_before_any_change("web.yml", extra, variable, limit=limit)
 
 
 def _supervisor_play(tmp_path, state: str) -> subprocess.CompletedProcess:

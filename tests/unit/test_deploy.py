@@ -1,13 +1,13 @@
 """fetchfleet.deploy's logic without hosts: lock, audit log, release ids, keep-N, batches, rollback
-target, the summary table, the load balancer's drain edit, and the input checks. The lock and the
-audit log run their real shell code paths on this machine (Local runner, real files)."""
+target, the summary table and the input checks. The lock and the audit log run their real shell
+code paths on this machine (the Local runner, real files). The rollout itself: test_rollout.py; the
+load balancer's drain program: test_lb_upstream.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import yaml
 
 from fetchfleet import deploy as D
 from fetchfleet.inventory import REPO, InventoryError, load_fleet
+from fetchfleet.remote import Local
 
 R1, R2, R3, R4, R5, R6, R7 = (f"2026112{d}T120000Z-abc{d}def" for d in range(1, 8))
 
@@ -25,7 +26,7 @@ R1, R2, R3, R4, R5, R6, R7 = (f"2026112{d}T120000Z-abc{d}def" for d in range(1, 
 
 @pytest.fixture
 def lock(tmp_path: Path) -> D.DeployLock:
-    return D.DeployLock(D.Local(), str(tmp_path / "deploy.lock"), "lab")
+    return D.DeployLock(Local(), str(tmp_path / "deploy.lock"), "lab")
 
 
 def test_lock_records_who_when_release_message(lock: D.DeployLock, monkeypatch) -> None:
@@ -94,7 +95,7 @@ def test_a_manual_lock_is_never_stale() -> None:
 
 
 def test_lock_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
-    lock = D.DeployLock(D.Local(), str(tmp_path / "nope" / "deploy.lock"), "lab")
+    lock = D.DeployLock(Local(), str(tmp_path / "nope" / "deploy.lock"), "lab")
     with pytest.raises(D.DeployError, match="cannot create the deploy lock"):
         lock.acquire(D.LockInfo.new("lab", "deploy"))
 
@@ -107,12 +108,12 @@ def test_audit_log_appends_one_json_record_per_action(tmp_path: Path, monkeypatc
     path = D.control_audit_path("lab", tmp_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     D.append_audit(
-        D.Local(),
+        Local(),
         str(path),
         D.audit_record("lab", "deploy", R2, "ok", R1, "new upload limit", seconds=12.34),
     )
     D.append_audit(
-        D.Local(),
+        Local(),
         str(path),
         D.audit_record("lab", "rollback", R1, "failed", R2, host="web1", detail="x" * 900),
     )
@@ -242,35 +243,6 @@ def test_a_single_web_host_is_switched_without_draining(tmp_path: Path) -> None:
 def test_unknown_environment_is_refused_before_anything() -> None:
     with pytest.raises(InventoryError, match="unknown environment 'nowhere'"):
         D.deploy(env="nowhere", out=lambda _: None)
-
-
-# --- the load balancer's drain edit ---------------------------------------------------------------
-
-SITE = textwrap.dedent("""\
-    upstream cloudfetch_web {
-        server 10.77.0.21:80 max_fails=2 fail_timeout=10s;  # web1
-        server 10.77.0.22:80 max_fails=2 fail_timeout=10s;  # web2
-        keepalive 32;
-    }
-    server { listen 80; }
-""")
-
-
-def test_drain_marks_only_that_server_down_and_undrain_restores() -> None:
-    drained = D.mark_down(SITE, "10.77.0.21", True)
-    assert "server 10.77.0.21:80 max_fails=2 fail_timeout=10s down;  # web1" in drained
-    assert "server 10.77.0.22:80 max_fails=2 fail_timeout=10s;  # web2" in drained
-    assert D.mark_down(drained, "10.77.0.21", True) == drained
-    assert D.mark_down(drained, "10.77.0.21", False) == SITE
-    # 10.77.0.2 is a prefix of both addresses and must match neither.
-    with pytest.raises(ValueError, match=r"no upstream server 10\.77\.0\.2 "):
-        D.mark_down(SITE, "10.77.0.2", True)
-
-
-def test_the_drain_program_sent_to_the_load_balancer_compiles() -> None:
-    compile(D.DRAIN_PY, "drain", "exec")
-    compile(D.STATE_PY, "state", "exec")
-    compile(D.PROBE_PY, "probe", "exec")
 
 
 # --- refs and the working tree --------------------------------------------------------------------

@@ -1,12 +1,10 @@
-"""The lab's shape from an inventory, and the errors that stop it before anything changes."""
+"""The lab's shape from an inventory, and the errors that stop it before anything changes.
+
+Neither root nor the lab: the checks against the machine itself (addresses other interfaces hold,
+nftables, another user) are in tests/root/test_lab_preflight.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -98,67 +96,6 @@ def test_unknown_environment_is_named():
         load_fleet("nowhere")
 
 
-def test_address_taken_by_another_interface_is_refused(tmp_path):
-    """A real dummy interface holds a lab host's address: lab.up must refuse, naming both."""
-    lab = L.Lab.from_fleet(load_fleet(str(inventory(tmp_path, TWO_HOSTS))))
-    subprocess.run(["ip", "link", "add", "ffdummy0", "type", "bridge"], check=True)
-    try:
-        subprocess.run(["ip", "addr", "add", "10.199.0.12/32", "dev", "ffdummy0"], check=True)
-        with pytest.raises(
-            L.LabError, match=r"b1: address 10.199.0.12 is already taken by .*ffdummy0"
-        ):
-            L.check_addresses(lab)
-    finally:
-        subprocess.run(["ip", "link", "delete", "ffdummy0"], check=True)
-
-
-def test_overlapping_network_is_refused(tmp_path):
-    lab = L.Lab.from_fleet(load_fleet(str(inventory(tmp_path, TWO_HOSTS))))
-    subprocess.run(["ip", "link", "add", "ffdummy1", "type", "bridge"], check=True)
-    try:
-        subprocess.run(["ip", "addr", "add", "10.199.0.200/16", "dev", "ffdummy1"], check=True)
-        with pytest.raises(L.LabError, match=r"overlaps 10.199.0.0/16 on ffdummy1"):
-            L.check_addresses(lab)
-    finally:
-        subprocess.run(["ip", "link", "delete", "ffdummy1"], check=True)
-
-
-def _preflight_as(env: dict[str, str], user: str | None = None) -> subprocess.CompletedProcess:
-    code = "from fetchfleet import lab\ntry:\n    lab.preflight()\nexcept lab.LabError as e:\n    print(e)\n    raise SystemExit(3)\n"
-    if not user:
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    # `user` may not read the checkout or the venv; fetchfleet.lab needs only the stdlib, so a
-    # world-readable copy of the package and Debian's python3 are enough.
-    with tempfile.TemporaryDirectory() as copy:
-        os.chmod(copy, 0o755)
-        shutil.copytree(Path(L.__file__).parent, Path(copy) / "fetchfleet")
-        for path in Path(copy).rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups"]
-        return subprocess.run(
-            [*argv, "/usr/bin/python3", "-c", code],
-            capture_output=True,
-            text=True,
-            env={**env, "PYTHONPATH": copy},
-            cwd=copy,
-        )
-
-
-def test_not_root_is_refused_with_the_command_to_run():
-    proc = _preflight_as(dict(os.environ), user="nobody")
-    assert proc.returncode == 3, proc.stderr
-    assert "needs root" in proc.stdout
-    assert "sudo fab lab.up" in proc.stdout
-
-
-def test_missing_tools_are_named_with_the_fix(tmp_path):
-    proc = _preflight_as({**os.environ, "PATH": str(tmp_path)})
-    assert proc.returncode == 3, proc.stderr
-    assert "missing tools: debootstrap" in proc.stdout
-    assert "make setup" in proc.stdout
-    assert "systemd-container" in proc.stdout
-
-
 def test_base_image_id_follows_its_recipe():
     recipe = L.base_recipe()
     assert L.base_id(recipe) == L.base_id(dict(recipe))
@@ -178,11 +115,3 @@ def test_recap_is_read_per_host():
     assert hosts["b1"] == {
         "ok": 3, "changed": 2, "unreachable": 1, "failed": 1, "skipped": 0, "rescued": 0, "ignored": 0,
     }  # fmt: skip
-
-
-def test_nat_rules_name_the_lab_network_and_bridge(tmp_path):
-    lab = L.Lab.from_fleet(load_fleet(str(inventory(tmp_path, TWO_HOSTS))))
-    rules = L._nft_rules(lab)
-    assert 'ip saddr 10.199.0.0/24 oifname != "fftest0" masquerade' in rules
-    check = subprocess.run(["nft", "-c", "-f", "-"], input=rules, capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr

@@ -1,0 +1,188 @@
+"""The pager honours silences: a trigger a silence covers is held (not sent, named in the log),
+a resolve always goes out, and a trigger still open when its silence ends is sent then, marked
+"silenced by <reason>". The silences are written by the real remote program, the events go
+through the real `pagerduty` client to the stand-in over TLS, and the last test runs Debian's
+real munin-limits through the pager's pipe (test_munin_limits's master)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import RECORDED, ROUTING_KEY
+from pager import cli
+from test_munin_limits import Master, plugin_output
+
+from fetchfleet.pagerduty_standin import StandIn
+from fetchfleet.remote import Local, run_program
+
+PROGRAMS = "fetchfleet_supervisor_programs"
+
+
+def message(host: str, state: str, field: str = "cloudfetch_web", value: str = "0.00") -> str:
+    return (
+        f"FETCHFLEET-ALERT 1\ngroup lab\nhost {host}\nplugin {PROGRAMS}\n"
+        "title Supervisor programs running\ncategory supervisor\n"
+        f"field {state}\t{field}\t{value}\t:\t1:\t{field}\nFETCHFLEET-END\n"
+    )
+
+
+@pytest.fixture
+def pager(tmp_path: Path, standin: StandIn, tls) -> Path:
+    (tmp_path / "key").write_text(ROUTING_KEY)
+    config = tmp_path / "pager.json"
+    config.write_text(
+        json.dumps(
+            {
+                "events_url": standin.url,
+                "routing_key_file": str(tmp_path / "key"),
+                "ca_file": str(tls.ca_cert),
+                "spool_dir": str(tmp_path / "spool"),
+                "runbook_url": "https://ops1/runbooks",
+                "munin_url": "https://ops1/munin",
+            }
+        )
+    )
+    (tmp_path / "spool").mkdir()
+    return config
+
+
+def silences(config: Path, *args: str) -> dict:
+    """The remote program, run here on the file the pager's configuration names."""
+    path = cli.load_config(config).silence_file
+    return run_program(Local(), "silences", str(path), *args)
+
+
+def add(config: Path, hosts: list[str], reason: str = "fab deploy of R2 on lab") -> dict:
+    spec = {"id": "s-test", "hosts": hosts, "alerts": ["fetchfleet_supervisor_*"], "minutes": 30}
+    return silences(config, "add", json.dumps({**spec, "reason": reason, "who": "alice@ctl"}))
+
+
+def pipe(config: Path, text: str) -> str:
+    log = io.StringIO()
+    assert cli.main(["--config", str(config)], stdin=io.StringIO(text), log=log) == 0
+    return log.getvalue()
+
+
+def flush(config: Path) -> str:
+    out, log = io.StringIO(), io.StringIO()
+    assert cli.main(["--config", str(config), "flush", "--now"], out=out, log=log) == 0
+    return log.getvalue() + out.getvalue()
+
+
+def test_the_default_silence_file_is_in_the_spool(pager: Path, tmp_path: Path) -> None:
+    assert cli.load_config(pager).silence_file == tmp_path / "spool" / "silences.json"
+
+
+def test_a_silenced_trigger_is_held_and_others_go_out(pager: Path, standin: StandIn) -> None:
+    add(pager, ["web1"])
+    log = pipe(pager, message("web1", "critical") + message("web2", "critical"))
+    assert [e["dedup_key"] for e in standin.events] == [f"munin/web2/{PROGRAMS}/cloudfetch_web"]
+    assert (
+        "silenced by fab deploy of R2 on lab (alice@ctl) until " in log
+        and f"munin/web1/{PROGRAMS}/cloudfetch_web (CRITICAL) not sent, held" in log
+    )
+    out = io.StringIO()
+    cli.main(["--config", str(pager), "status"], out=out)
+    status = out.getvalue()
+    assert "open alerts: 1" in status and "held by a silence: 1" in status
+    assert "active silences: 1" in status and "s-test" in status
+
+
+def test_a_resolve_always_goes_out_and_drops_the_hold(pager: Path, standin: StandIn) -> None:
+    add(pager, ["web1"])
+    pipe(pager, message("web1", "critical"))
+    log = pipe(pager, message("web1", "ok", value="1.00"))
+    assert [(e["event_action"], e["dedup_key"]) for e in standin.events] == [
+        ("resolve", f"munin/web1/{PROGRAMS}/cloudfetch_web")
+    ]
+    assert "recovered while silenced by fab deploy" in log
+    silences(pager, "lift", "s-test", "0")
+    flush(pager)
+    assert len(standin.events) == 1, "a recovered alert never pages after the silence"
+
+
+def test_a_trigger_still_open_when_the_silence_ends_pages_marked_silenced(
+    pager: Path, standin: StandIn
+) -> None:
+    add(pager, ["web*"])
+    pipe(pager, message("web1", "warning", value="0.50"))
+    pipe(pager, message("web1", "critical"))  # worse meanwhile: the hold keeps the latest
+    assert flush(pager).endswith("sent 0, rejected 0, waiting 0\n") and standin.events == []
+    silences(pager, "lift", "s-test", "0")
+    log = flush(pager)
+    [event] = standin.events
+    assert event["event_action"] == "trigger" and event["payload"]["severity"] == "critical"
+    note = event["payload"]["custom_details"]["silenced"]
+    assert note.startswith("silenced by fab deploy of R2 on lab (alice@ctl) from ")
+    assert note.endswith("still CRITICAL when the silence ended")
+    assert "the silence is over, paging now" in log
+    assert flush(pager).endswith("sent 0, rejected 0, waiting 0\n") and len(standin.events) == 1
+
+
+def test_another_silence_keeps_holding_when_the_first_ends(pager: Path, standin: StandIn) -> None:
+    add(pager, ["web1"])
+    pipe(pager, message("web1", "critical"))
+    spec = {"id": "s-later", "hosts": ["*"], "alerts": ["*"], "minutes": 30, "reason": "incident"}
+    silences(pager, "add", json.dumps(spec))
+    silences(pager, "lift", "s-test", "0")
+    flush(pager)
+    assert standin.events == []
+    silences(pager, "lift", "s-later", "0")
+    flush(pager)
+    [event] = standin.events
+    assert event["payload"]["custom_details"]["silenced"].startswith("silenced by incident from")
+
+
+def test_a_broken_silence_file_silences_nothing(pager: Path, standin: StandIn) -> None:
+    cli.load_config(pager).silence_file.write_text("[broken")
+    log = pipe(pager, message("web1", "critical"))
+    assert len(standin.events) == 1 and "silences unreadable, none applied" in log
+
+
+def test_munin_limits_during_a_silence_pages_only_after_it(
+    tmp_path: Path, pager: Path, standin: StandIn
+) -> None:
+    (tmp_path / "master").mkdir()
+    master = Master(tmp_path / "master", pager)
+    web, mq = plugin_output(
+        tmp_path,
+        RECORDED / "supervisor" / "status-mixed-rc3.txt",
+        "transfers\t3\t0\t0\nmedia\t0\t0\t1\nindex\t0\t0\t1\n",
+    )
+    master.datafile({"lab;web1": web.config, "lab;mq1": mq.config})
+    master.values({"lab;web1": web.values, "lab;mq1": mq.values})
+    add(pager, ["web1"])
+    master.limits()
+    # web1's programs are held; mq1's consumers are not covered by the silence. (The OK
+    # fields' resolves go out as always.)
+    assert triggers(standin) == ["munin/mq1/fetchfleet_celery_consumers/transfers"]
+    sent = len(standin.events)
+    silences(pager, "lift", "s-test", "0")
+    flush(pager)
+    paged = {e["dedup_key"]: e for e in standin.events[sent:]}
+    assert set(paged) == {
+        f"munin/web1/{PROGRAMS}/cloudfetch_beat",
+        f"munin/web1/{PROGRAMS}/cloudfetch_worker",
+        f"munin/web1/{PROGRAMS}/oneshot",
+    }
+    for event in paged.values():
+        assert event["event_action"] == "trigger"
+        assert "silenced by fab deploy" in event["payload"]["custom_details"]["silenced"]
+
+
+def triggers(standin: StandIn) -> list[str]:
+    return [e["dedup_key"] for e in standin.events if e["event_action"] == "trigger"]
+
+
+def test_a_held_outage_keeps_its_plugins_unknowns_quiet(pager: Path, standin: StandIn) -> None:
+    """While a plugin's _up alert is held, the UNKNOWNs of its other graphs there are the same
+    outage: not paged, not held either."""
+    add(pager, ["web1"])
+    up = message("web1", "critical", field="up").replace(PROGRAMS, "fetchfleet_supervisor_up")
+    log = pipe(pager, up + message("web1", "unknown", value="unknown"))
+    assert standin.events == [] and log.count("not sent, held") == 1
+    state = json.loads((cli.load_config(pager).spool_dir / "state.json").read_text())
+    assert state[f"munin/web1/{PROGRAMS}/cloudfetch_web"]["action"] == "suppressed"
