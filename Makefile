@@ -34,7 +34,7 @@ lab-free: setup
 # Brings the lab up from fresh hosts, converges site.yml, runs testinfra against every host,
 # converges again (must report changed=0) and tears the lab down (about 25 min).
 lab-test: setup
-	pytest tests/lab
+	pytest --durations=40 tests/lab
 
 # Everything CI runs, in order (about 30 min; a first run also builds the lab's base image).
 test: test-intro lab-free lint unit root-test app-test lab-test
