@@ -218,6 +218,28 @@ def transmission_url() -> Iterator[str]:
 ROUTING_KEY = "R0UT1NGKEY0F32CHARACTERSXXXXXXXX"  # 32 characters, as the Events API wants
 
 
+def write_pager_config(
+    tmp_path: Path, standin, tls, key: str = ROUTING_KEY, spool: str = "spool", **links: str
+) -> Path:
+    """tmp_path/pager.json sending to the stand-in over TLS, with the routing key written to
+    tmp_path/key, the spool at tmp_path/<spool> (not created) and links such as runbook_url and
+    munin_url."""
+    (tmp_path / "key").write_text(key)
+    path = tmp_path / "pager.json"
+    path.write_text(
+        json.dumps(
+            {
+                "events_url": standin.url,
+                "routing_key_file": str(tmp_path / "key"),
+                "ca_file": str(tls.ca_cert),
+                "spool_dir": str(tmp_path / spool),
+                **links,
+            }
+        )
+    )
+    return path
+
+
 @pytest.fixture(scope="session")
 def tls(tmp_path_factory: pytest.TempPathFactory):
     from fetchfleet.pagerduty_standin import make_ca

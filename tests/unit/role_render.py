@@ -54,13 +54,22 @@ def render(
             + (tasks or []),
         }
     ]
+    run_play(play, settings, out)
+    return out
+
+
+def run_play(
+    play: list[dict[str, Any]], settings: dict[str, Any], out: Path, inventory: str = "localhost,"
+) -> None:
+    """Run `play` with this environment's ansible-playbook against `inventory`, `settings` as
+    extra vars; play.yml and settings.json are written to `out`."""
     (out / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     (out / "settings.json").write_text(json.dumps(settings))
     done = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
-            "localhost,",
+            inventory,
             "-e",
             f"@{out}/settings.json",
             str(out / "play.yml"),
@@ -72,4 +81,3 @@ def render(
         check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    return out

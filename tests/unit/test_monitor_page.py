@@ -6,7 +6,6 @@ that runs `fab` as Jenkins does; from FETCHFLEET_PAGERDUTY_ROUTING_KEY in the ot
 from __future__ import annotations
 
 import io
-import json
 import os
 import shlex
 import subprocess
@@ -14,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ROUTING_KEY
+from conftest import REPO, ROUTING_KEY, write_pager_config
 
 from fetchfleet.inventory import Host
 from fetchfleet.monitoring import paging
@@ -197,13 +196,9 @@ class PagerHost:
 def test_test_page_goes_both_ways_and_resolves_each(
     inventory: Path, standin: StandIn, tls, tmp_path: Path
 ) -> None:
-    (tmp_path / "key").write_text(ROUTING_KEY)
-    config = tmp_path / "pager.json"
-    config.write_text(json.dumps({
-        "events_url": standin.url, "routing_key_file": str(tmp_path / "key"),
-        "ca_file": str(tls.ca_cert), "spool_dir": str(tmp_path / "ops1-spool"),
-        "runbook_url": "http://10.9.0.81/runbooks",
-    }))  # fmt: skip
+    config = write_pager_config(
+        tmp_path, standin, tls, spool="ops1-spool", runbook_url="http://10.9.0.81/runbooks"
+    )
     host = PagerHost(config)
 
     def connect(h: Host) -> PagerHost:

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RECORDED, ROUTING_KEY
-from test_munin_limits import Master, plugin_output
+from conftest import RECORDED, write_pager_config
+from test_munin_limits import Master, feed
 
 from fetchfleet.inventory import load_fleet
 from fetchfleet.monitoring import alerts as A
@@ -45,26 +45,13 @@ class MonitoringHost:
 
 @pytest.fixture
 def ops(tmp_path: Path, standin: StandIn, tls) -> MonitoringHost:
-    (tmp_path / "key").write_text(ROUTING_KEY)
-    config = tmp_path / "pager.json"
-    config.write_text(
-        json.dumps(
-            {
-                "events_url": standin.url,
-                "routing_key_file": str(tmp_path / "key"),
-                "ca_file": str(tls.ca_cert),
-                "spool_dir": str(tmp_path / "spool"),
-            }
-        )
-    )
+    config = write_pager_config(tmp_path, standin, tls)
     (tmp_path / "master").mkdir()
     return MonitoringHost(Master(tmp_path / "master", config), config)
 
 
 def limits_run(ops: MonitoringHost, tmp_path: Path, queues: str) -> None:
-    web, mq = plugin_output(tmp_path, STATUS, queues)
-    ops.master.datafile({"lab;web1": web.config, "lab;mq1": mq.config})
-    ops.master.values({"lab;web1": web.values, "lab;mq1": mq.values})
+    feed(ops.master, tmp_path, STATUS, queues)
     ops.master.limits()
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import fetchfleet_celery
 import fetchfleet_supervisor
 import pytest
-from conftest import RECORDED, REPO, ROUTING_KEY
-from munin_run import replay, run
+from conftest import RECORDED, REPO, write_pager_config
+from munin_run import Output, replay, run
 
 from fetchfleet.pagerduty_standin import StandIn
 
@@ -139,19 +139,12 @@ class Master:
 
 @pytest.fixture
 def master(tmp_path: Path, standin: StandIn, tls) -> Master:
-    (tmp_path / "key").write_text(ROUTING_KEY)
-    pager_config = tmp_path / "pager.json"
-    pager_config.write_text(
-        json.dumps(
-            {
-                "events_url": standin.url,
-                "routing_key_file": str(tmp_path / "key"),
-                "ca_file": str(tls.ca_cert),
-                "spool_dir": str(tmp_path / "spool"),
-                "runbook_url": "https://ops1.lab.internal/runbooks",
-                "munin_url": "https://ops1.lab.internal/munin",
-            }
-        )
+    pager_config = write_pager_config(
+        tmp_path,
+        standin,
+        tls,
+        runbook_url="https://ops1.lab.internal/runbooks",
+        munin_url="https://ops1.lab.internal/munin",
     )
     (tmp_path / "master").mkdir()
     return Master(tmp_path / "master", pager_config)
@@ -170,16 +163,23 @@ def plugin_output(tmp_path: Path, web_status: Path, queues: str):  # type: ignor
     )
 
 
+def feed(master: Master, tmp_path: Path, web_status: Path, queues: str) -> tuple[Output, Output]:
+    """plugin_output's web1 and mq1 in the master's datafile and states; returns that output."""
+    web, mq = plugin_output(tmp_path, web_status, queues)
+    master.datafile({"lab;web1": web.config, "lab;mq1": mq.config})
+    master.values({"lab;web1": web.values, "lab;mq1": mq.values})
+    return web, mq
+
+
 def test_munin_limits_pages_through_one_pipe_and_resolves(
     master: Master, standin: StandIn, tmp_path: Path
 ) -> None:
-    web, mq = plugin_output(
+    web, _ = feed(
+        master,
         tmp_path,
         RECORDED / "supervisor" / "status-mixed-rc3.txt",
         "transfers\t3\t0\t0\nmedia\t0\t0\t1\nindex\t0\t0\t1\n",
     )
-    master.datafile({"lab;web1": web.config, "lab;mq1": mq.config})
-    master.values({"lab;web1": web.values, "lab;mq1": mq.values})
     master.limits()
     assert master._lines(master.starts) == ["start"], "one pipe for every message of a run"
     triggers = {e["dedup_key"]: e for e in standin.events if e["event_action"] == "trigger"}

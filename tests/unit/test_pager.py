@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import RECORDED, ROUTING_KEY
+from conftest import RECORDED, ROUTING_KEY, write_pager_config
 from pager import cli, deliver, events, message
 from pager.spool import Spool
 
@@ -303,21 +303,14 @@ def test_one_sender_at_a_time(tmp_path: Path, standin: StandIn, tls) -> None:
 
 
 def config(tmp_path: Path, standin: StandIn, tls, key: str = ROUTING_KEY) -> Path:
-    (tmp_path / "key").write_text(key + "\n")
-    path = tmp_path / "pager.json"
-    path.write_text(
-        json.dumps(
-            {
-                "events_url": standin.url,
-                "routing_key_file": str(tmp_path / "key"),
-                "ca_file": str(tls.ca_cert),
-                "spool_dir": str(tmp_path / "spool"),
-                "runbook_url": LINKS.runbook_url,
-                "munin_url": LINKS.munin_url,
-            }
-        )
+    return write_pager_config(
+        tmp_path,
+        standin,
+        tls,
+        key + "\n",
+        runbook_url=LINKS.runbook_url,
+        munin_url=LINKS.munin_url,
     )
-    return path
 
 
 def test_the_contact_command_pages_what_munin_limits_pipes(

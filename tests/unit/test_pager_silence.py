@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import RECORDED, ROUTING_KEY
+from conftest import RECORDED, write_pager_config
 from pager import cli
-from test_munin_limits import Master, plugin_output
+from test_munin_limits import Master, feed
 
 from fetchfleet.pagerduty_standin import StandIn
 from fetchfleet.remote import Local, run_program
@@ -31,19 +31,8 @@ def message(host: str, state: str, field: str = "cloudfetch_web", value: str = "
 
 @pytest.fixture
 def pager(tmp_path: Path, standin: StandIn, tls) -> Path:
-    (tmp_path / "key").write_text(ROUTING_KEY)
-    config = tmp_path / "pager.json"
-    config.write_text(
-        json.dumps(
-            {
-                "events_url": standin.url,
-                "routing_key_file": str(tmp_path / "key"),
-                "ca_file": str(tls.ca_cert),
-                "spool_dir": str(tmp_path / "spool"),
-                "runbook_url": "https://ops1/runbooks",
-                "munin_url": "https://ops1/munin",
-            }
-        )
+    config = write_pager_config(
+        tmp_path, standin, tls, runbook_url="https://ops1/runbooks", munin_url="https://ops1/munin"
     )
     (tmp_path / "spool").mkdir()
     return config
@@ -147,13 +136,12 @@ def test_munin_limits_during_a_silence_pages_only_after_it(
 ) -> None:
     (tmp_path / "master").mkdir()
     master = Master(tmp_path / "master", pager)
-    web, mq = plugin_output(
+    feed(
+        master,
         tmp_path,
         RECORDED / "supervisor" / "status-mixed-rc3.txt",
         "transfers\t3\t0\t0\nmedia\t0\t0\t1\nindex\t0\t0\t1\n",
     )
-    master.datafile({"lab;web1": web.config, "lab;mq1": mq.config})
-    master.values({"lab;web1": web.values, "lab;mq1": mq.values})
     add(pager, ["web1"])
     master.limits()
     # web1's programs are held; mq1's consumers are not covered by the silence. (The OK

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
+from role_render import run_play
 
 ROLE = REPO / "roles" / "munin"
 MUNIN = Path(os.environ.get("FETCHFLEET_MUNIN_ROOT", "/var/lib/fetchfleet/munin-2.0.73-1"))
@@ -110,7 +111,6 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ],
         }
     ]
-    (out / "play.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     # What the inventory and the playbook set (as extra vars here: vars_files would win over them).
     settings = {
         "common_domain": "lab.internal",
@@ -122,23 +122,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
             }
         },
     }
-    (out / "settings.json").write_text(json.dumps(settings))
-    tool = Path(sys.executable).parent / "ansible-playbook"
-    done = subprocess.run(
-        [
-            str(tool),
-            "-i",
-            str(out / "hosts.yml"),
-            "-e",
-            f"@{out}/settings.json",
-            str(out / "play.yml"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    run_play(play, settings, out, inventory=str(out / "hosts.yml"))
     return out
 
 
