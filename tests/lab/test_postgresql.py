@@ -40,8 +40,12 @@ def psql(lab, name: str, sql: str, db: str = "postgres") -> str:
 
 @pytest.fixture(scope="module")
 def tier(lab, converged) -> Recap:
-    """The tier converged by its own playbook, after the session's site.yml converge (which
-    FETCHFLEET_SKIP_CONVERGE=1 skips). On fresh hosts this is the cold converge of db1+db2."""
+    """The tier as the session's site.yml converge left it (site.yml imports postgresql.yml);
+    converged by its own playbook when FETCHFLEET_SKIP_CONVERGE=1 skipped that. Its standalone
+    second converge is test_second_converge_changes_nothing."""
+    if converged is not None:
+        assert {PRIMARY, REPLICA} <= set(converged.hosts), converged.hosts
+        return converged
     recap = run_playbook(PLAYBOOK)
     print(f"\nFIGURE postgresql converge (db1+db2): {recap.seconds:.1f}s, changed={recap.changed}")
     assert recap.ok, f"converging {PLAYBOOK} failed: {recap.hosts}"
