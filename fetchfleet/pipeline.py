@@ -229,4 +229,5 @@ def rollback_release(env: str, release: str, out: Progress = print) -> str | Non
     out(f"{env}: rolling back from {release} to {target}")
     report = D.rollback(env=env, to=target, message=f"pipeline: {release} failed on {env}", out=out)
     out(D.summary(report))
+    D.discard_release(env, release, out)
     return target

@@ -213,7 +213,14 @@ class Deploy(Action):
         lock.heartbeat(info)
         say("ship, install offline on every app host, migrate once (playbooks/release-install.yml)")
         steps.update(self.install_release(self.env, rel))
-        self.rollout({h.name: rel.id for h in self.plan.app_hosts}, states, lock, info)
+        try:
+            self.rollout({h.name: rel.id for h in self.plan.app_hosts}, states, lock, info)
+        except FleetError:
+            if self.report.result == "rolled back":
+                # Capistrano's cleanup_rollback: a release that failed its gate is not left where
+                # a later bare `fab rollback` would pick it (its build stays in the release cache).
+                discard(self.hosts, self.plan, rel.id, say)
+            raise
         timed(steps, "cleanup", self.cleanup, states)
 
     def cleanup(self, states: dict[str, dict]) -> dict[str, list[str]]:
@@ -275,6 +282,27 @@ class Restart(Action):
     def body(self, states: dict[str, dict], lock: DeployLock, info: LockInfo) -> None:
         self.rollout(self.targets, states, lock, info)
         parallel(self.hosts.clear_restart_pending, self.plan.app_hosts)
+
+
+def discard(hosts: Hosts, plan: Plan, release: str, say: Callable[[str], None]) -> list[str]:
+    """Remove `release` from every app host that does not run it; returns those hosts."""
+
+    def one(h) -> str | None:
+        state = hosts.state(h)
+        if release in state["installed"] and state["current"] != release:
+            hosts.remove_releases(h, [release])
+            return h.name
+        return None
+
+    removed = [n for n in parallel(one, plan.app_hosts) if n]
+    if removed:
+        say(f"release {release} removed from {', '.join(removed)}: it failed, and no bare "
+            "`fab rollback` may pick it (fab deploy --release ID brings it back)")  # fmt: skip
+    return removed
+
+
+def discard_release(env: str, release: str, out: Progress = print) -> list[str]:
+    return discard(Hosts(), plan(load_fleet(env)), release, out)
 
 
 def deploy(env: str = "lab", **kwargs) -> Report:

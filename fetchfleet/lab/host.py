@@ -169,10 +169,12 @@ def _ssh_ready(lab: Lab, host: LabHost) -> bool:
         return False
 
 
-# Run once SSH answers: wait for the boot to finish, give units that failed at boot one more
-# start, and succeed only when unprivileged users may log in. Under load, nspawn hosts
-# sometimes lose the race for a unit's cgroup ("Failed at step CGROUP", status 219): seen on
-# systemd-user-sessions, which then leaves /run/nologin, so the admin users cannot log in.
+# Run once SSH answers: wait for the boot to finish, give units that failed at boot another
+# start, and succeed only when no unit is failed and unprivileged users may log in (else the
+# caller runs it again, until the boot timeout). Under load, nspawn hosts sometimes lose the
+# race for a unit's cgroup ("Failed at step CGROUP", status 219): seen on systemd-user-sessions
+# (which then leaves /run/nologin, so the admin users cannot log in) and on
+# systemd-networkd-wait-online.
 _BOOT_SETTLED = """
 timeout 30 systemctl is-system-running --wait >/dev/null 2>&1
 failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}')
@@ -181,7 +183,7 @@ if [ -n "$failed" ]; then
     systemctl reset-failed
     systemctl restart $failed
 fi
-test ! -e /run/nologin
+test -z "$(systemctl list-units --state=failed --no-legend --plain)" && test ! -e /run/nologin
 """
 
 

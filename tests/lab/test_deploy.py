@@ -135,7 +135,10 @@ def test_a_broken_release_is_rolled_back_by_itself(first_release, broken_ref) ->
     assert versions_through_lb() == {before[WEB[0]]}
     assert stats.failed == 0, stats.failures  # neither lost nor answered with an error
     assert D.lock_status("lab") == (None, None)
-    assert D.read_audit(D.control_audit_path("lab"))[-1]["result"] == "rolled back"
+    last = D.read_audit(D.control_audit_path("lab"))[-1]
+    assert last["result"] == "rolled back"
+    # The failed release is gone from the hosts: no bare `fab rollback` can pick it later.
+    assert all(last["release"] not in HOSTS.state(FLEET.host(n))["installed"] for n in APP)
     assert all(row["lb"] == "in" for row in D.status("lab") if row["host"] in WEB)
 
 
@@ -296,7 +299,7 @@ def test_a_converge_while_a_host_is_drained_keeps_it_drained_and_fails_nothing()
     try:
         assert web_hosts_through_lb() == {other}
         with Load(BASE, rate=30, threads=3) as load:
-            recap = D.converge(limit="loadbalancers:web", message="during a drain", echo=False)
+            recap = D.converge(limit="loadbalancers", message="during a drain", echo=False)
         assert recap.ok, recap.output[-3000:]
         print(f"FIGURE converge during a drain: {recap.seconds:.1f}s; {load.stats.line()}")
         assert load.stats.failed == 0, load.stats.failures

@@ -42,7 +42,7 @@ def psql(lab, name: str, sql: str, db: str = "postgres") -> str:
 def tier(lab, converged) -> Recap:
     """The tier as the session's site.yml converge left it (site.yml imports postgresql.yml);
     converged by its own playbook when FETCHFLEET_SKIP_CONVERGE=1 skipped that. Its standalone
-    second converge is test_second_converge_changes_nothing."""
+    second converge is site.yml's, in test_site_idempotence."""
     if converged is not None:
         assert {PRIMARY, REPLICA} <= set(converged.hosts), converged.hosts
         return converged
@@ -65,12 +65,6 @@ def lag_of_replica(lab) -> ReplicaLag:
 
 def test_converge(tier):
     assert tier.ok and tier.total("failed") == 0
-
-
-def test_second_converge_changes_nothing(tier):
-    recap = run_playbook(PLAYBOOK)
-    assert recap.ok, recap.hosts
-    assert recap.total("changed") == 0, f"not idempotent: {recap.changed}"
 
 
 def test_replica_streams_through_an_active_slot(lab, tier):

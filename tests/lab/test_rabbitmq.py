@@ -18,7 +18,6 @@ import pika.exceptions
 import pytest
 
 from fetchfleet.lab import Lab, run_on, secret, tcp_open
-from fetchfleet.playbook import run_playbook
 
 from badvars import assert_refused_before_any_change
 
@@ -39,12 +38,6 @@ def amqp(lab: Lab, user: str, password: str, vhost: str) -> pika.BlockingConnect
         blocked_connection_timeout=10,
     )
     return pika.BlockingConnection(params)
-
-
-def test_second_converge_changes_nothing(converged):
-    recap = run_playbook(PLAYBOOK)
-    assert recap.ok, recap.hosts
-    assert recap.total("changed") == 0, f"second converge changed something: {recap.changed}"
 
 
 def test_guest_is_gone(lab, converged):

@@ -1,4 +1,6 @@
-"""A second converge of site.yml, after every other lab test, must change nothing."""
+"""A second converge of site.yml, after every other lab test, must change nothing: the second
+converge of every playbook it imports (common, logs, solr, postgresql, rabbitmq, transmission,
+lab_seeder, web, monitoring), on the state all the other tests leave."""
 
 import pytest
 

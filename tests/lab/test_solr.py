@@ -111,12 +111,6 @@ def test_converge_reaches_every_solr_host(first_converge, solr_hosts):
     assert {h.name for h in solr_hosts} <= set(first_converge.hosts)
 
 
-def test_second_converge_changes_nothing(first_converge):
-    recap = run_playbook("solr.yml")
-    assert recap.ok
-    assert recap.total("changed") == 0, f"second converge changed: {recap.changed}"
-
-
 def test_service_runs_as_solr_under_systemd(first_converge, host, solr_hosts):
     for solr in solr_hosts:
         remote = host(solr.name)

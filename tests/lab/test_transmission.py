@@ -50,13 +50,6 @@ def settings(lab: Lab, name: str) -> dict:
     return json.loads(run_on(lab, name, "cat /etc/transmission-daemon/settings.json").stdout)
 
 
-@pytest.mark.parametrize("playbook", ["transmission.yml", "lab_seeder.yml"])
-def test_second_converge_changes_nothing(converged, playbook):
-    recap = run_playbook(playbook)
-    assert recap.ok, recap.hosts
-    assert recap.total("changed") == 0, f"second converge changed something: {recap.changed}"
-
-
 def test_worker_settings(lab, converged):
     current = settings(lab, WORKER)
     app_hosts = [h.address for h in lab.hosts if {"web", "workers"} & set(h.groups)]
