@@ -14,6 +14,7 @@ runbook's command; prune, and the allowed service restarts on real systemd.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ FAB = Path(sys.executable).parent / "fab"
 CA_DIR = Path("/var/lib/fetchfleet/lab/pagerduty")
 # Two Munin runs (one a minute) and the timer's flush: a fault pages, or a repair resolves, within.
 CYCLE = 150.0
+CONSUMERS = "munin/mq1/fetchfleet_celery_consumers/transfers"
 
 
 def fab(*args: str) -> subprocess.CompletedProcess:
@@ -83,6 +85,25 @@ def wait_for(standin: StandIn, key: str, action: str, timeout: float) -> dict:
     return standin.wait_for(
         lambda e: e["dedup_key"] == key and e["event_action"] == action, timeout
     )
+
+
+def open_in_pager(keys: list[str], timeout: float) -> dict[str, dict]:
+    """The keys whose last decision in the pager's state (on the monitoring host) is still an
+    open trigger or a held one, polled until there are none or `timeout` seconds pass."""
+    [master] = FLEET.group("monitoring")
+    runner = remote.connect(master)
+    path = f"{S.pager_config(runner).spool_dir}/state.json"
+    deadline = time.monotonic() + timeout
+    while True:
+        state = json.loads(runner.run(f"cat {path}", check=False).stdout or "{}")
+        found = {
+            k: {a: v for a, v in state[k].items() if a != "event"}
+            for k in keys
+            if state.get(k, {}).get("action") in ("trigger", "held")
+        }
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(10)
 
 
 def worker_row(host: str, done, timeout: float) -> dict:  # type: ignore[no-untyped-def]
@@ -165,13 +186,14 @@ def test_a_silenced_fault_pages_marked_once_lifted_and_the_runbook_resolves_it(
     standin.reset()
     worker = FLEET.group("workers")[0]
     key = f"munin/{worker.name}/fetchfleet_supervisor_programs/cloudfetch_worker"
+    # A trigger still open in the pager's state would deduplicate this fault's own page.
+    still_open = open_in_pager([key, CONSUMERS], 2 * CYCLE)
+    assert not still_open, f"the pager still has an earlier fault open: {still_open}"
     held = S.silence(FLEET, [worker], ["fetchfleet_supervisor_programs"], 30, "lab test: held")
     t0 = time.monotonic()
     remote.connect(worker).run("supervisorctl stop cloudfetch-worker")
     # Not silenced: the broker's queue has no consumer and pages.
-    consumers = wait_for(
-        standin, "munin/mq1/fetchfleet_celery_consumers/transfers", "trigger", CYCLE
-    )
+    consumers = wait_for(standin, CONSUMERS, "trigger", CYCLE)
     print(f"FIGURE fault -> trigger (consumers): {time.monotonic() - t0:.0f}s")
     # The worker's own field goes critical at the same Munin run or the next: held, not paged.
     row = worker_row(worker.name, lambda r: r["paged"].startswith("held"), CYCLE)
@@ -185,7 +207,7 @@ def test_a_silenced_fault_pages_marked_once_lifted_and_the_runbook_resolves_it(
     t1 = time.monotonic()
     assert fab("app.restart-program", worker.name, "cloudfetch_worker").returncode == 0
     wait_for(standin, key, "resolve", CYCLE)
-    wait_for(standin, "munin/mq1/fetchfleet_celery_consumers/transfers", "resolve", CYCLE)
+    wait_for(standin, CONSUMERS, "resolve", CYCLE)
     print(f"FIGURE repair (app.restart-program) -> resolve: {time.monotonic() - t1:.0f}s")
 
 
