@@ -255,6 +255,9 @@ def test_a_failed_gate_on_the_second_batch_sends_the_first_back(
     # The worker was never switched: the failure came before its turn.
     assert not any("supervisorctl stop" in c for c in fleet.hosts["worker1"].log)
     assert audit_records(audit_dir, fleet)[-1]["result"] == "rolled back"
+    # The failed release is removed, so no later bare `fab rollback` can pick it.
+    assert all(R2 not in h.installed() for n, h in fleet.hosts.items() if n != "lb1")
+    assert all(R1 in h.installed() for n, h in fleet.hosts.items() if n != "lb1")
     assert not (tmp_path / "locks/deploy.lock").exists()
 
 
