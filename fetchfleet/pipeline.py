@@ -13,6 +13,7 @@ production (no person waits at a terminal here). A failed deploy or smoke runs i
 command, `fab pipeline.rollback --env E --release ID`, which undoes exactly that release: it
 rolls E back to what E ran before the deploy of ID (from the deploy's audit record), and does
 nothing when no host runs ID (the deploy's own gate already rolled it back, or it never switched).
+After the rollback, ID is removed from E's hosts, so no later bare `fab rollback` picks it.
 """
 
 from __future__ import annotations
@@ -215,8 +216,9 @@ def undo_target(
 
 
 def rollback_release(env: str, release: str, out: Progress = print) -> str | None:
-    """Undo `release` on `env` (a rolling, gated `fab rollback` to what ran before it). Returns
-    the release rolled back to, or None when there was nothing to undo."""
+    """Undo `release` on `env` (a rolling, gated `fab rollback` to what ran before it, then the
+    release removed from the hosts). Returns the release rolled back to, or None when there was
+    nothing to undo."""
     # Imported here: fetchfleet.deploy reaches hosts; the stage list above must stay cheap.
     from fetchfleet import deploy as D
 
