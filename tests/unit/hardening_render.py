@@ -34,20 +34,13 @@ LAB = {
     "hardening_container_skips": True,
     "hardening_sshd_permit_root_login": "prohibit-password",
     "__hardening_sysctl_skipped": KERNEL_OWNED,
-    "__hardening_files": {
-        "results": [
-            {
-                "item": {"path": "/etc/shadow", "mode": "0640", "group": "shadow"},
-                "stat": {"exists": True},
-            }
-        ]
-    },
+    "__hardening_files_present": [{"path": "/etc/shadow", "mode": "0640", "group": "shadow"}],
 }
 REAL = {
     "ansible_virtualization_role": "host",
     "ansible_virtualization_type": "kvm",
     "__hardening_sysctl_skipped": [],
-    "__hardening_files": {"results": []},
+    "__hardening_files_present": [],
 }
 
 
