@@ -239,6 +239,8 @@ def test_the_master_lists_every_host_and_pages_through_the_pager(rendered: Path)
         "/usr/share/munin/munin-limits",
         "-/usr/local/bin/fetchfleet-pager",  # PagerDuty out of reach does not fail the unit
     ]
+    # The unit's end must not kill the pager munin-limits started while it still reads the pipe.
+    assert re.findall(r"^KillMode=(.*)$", service, re.M) == ["process"]
     assert "OnUnitActiveSec=1min" in (rendered / "ops1" / "update.timer").read_text()
     assert (
         "PYTHONPATH=/opt/fetchfleet-pager/lib exec /opt/fetchfleet-pager/venv/bin/python -m pager"
