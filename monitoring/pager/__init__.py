@@ -5,6 +5,7 @@ resolve on OK), spools every event on disk and sends the spool in order with the
 (202) or refused it as invalid (400: kept in rejected/, logged).
 
 Modules: message (the pipe's text format), events (message -> events, dedup keys, summaries,
-links), spool (the on-disk queue, alert state, lock, backoff), deliver (the client and its
-capped retries), cli (the commands munin-limits, the timer and operators run).
+links; reconciling with munin-limits' state), limits (munin-limits' state file), spool (the
+on-disk queue, alert state, lock, backoff), deliver (the client and its capped retries), cli (the
+commands munin-limits, the timer and operators run).
 """

@@ -12,13 +12,17 @@ The configuration (JSON, written by roles/munin):
      "ca_file": null,                                    # a CA to trust instead of the system's
      "spool_dir": "/var/spool/fetchfleet-pager",
      "silence_file": null,                               # default: SPOOL/silences.json
+     "munin_limits_file": "/var/lib/munin/limits",       # munin-limits' DBDIR/limits; null (the
+                                                         # default): not reconciled
      "runbook_url": "https://ops1/runbooks", "munin_url": "https://ops1/munin",
      "timeout_seconds": 5}
 
 Reading the pipe never depends on being able to send: every event is spooled first, and a
 problem with sending (no network, a bad routing key file) is logged and retried later.
-Triggers an active silence covers are held (pager/silence.py); every run, munin-limits' and the
-timer's flush alike, first sends the held ones no silence covers any more.
+Triggers an active silence covers are held (pager/silence.py). Every run, munin-limits' and the
+timer's flush alike, first resolves the open and held alerts munin-limits' state file says are OK
+now (their OK never reached the pager: events.reconcile), then sends the held ones no silence
+covers any more. A state file that cannot be read resolves nothing (and says so).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from pager import deliver, events, message
+from pager import deliver, events, limits, message
 from pager import silence as S
 from pager.spool import Spool
 
@@ -54,6 +58,7 @@ class Config:
     links: events.Links
     timeout: float
     silence_file: Path
+    munin_limits_file: Path | None
 
 
 def load_config(path: Path) -> Config:
@@ -79,6 +84,7 @@ def parse_config(raw: dict[str, Any], where: str) -> Config:
         links=events.Links(str(raw.get("runbook_url", "")), str(raw.get("munin_url", ""))),
         timeout=float(raw.get("timeout_seconds", 5)),
         silence_file=Path(raw.get("silence_file") or spool / "silences.json"),
+        munin_limits_file=Path(raw["munin_limits_file"]) if raw.get("munin_limits_file") else None,
     )
 
 
@@ -104,11 +110,24 @@ def _make_client(config: Config):  # type: ignore[no-untyped-def]
     return make
 
 
-def release_held(config: Config, spool: Spool, log: TextIO) -> list[S.Silence]:
-    """Spool the held triggers no silence covers any more; returns the silences read."""
+def settle(config: Config, spool: Spool, log: TextIO) -> list[S.Silence]:
+    """Every run's first step: spool resolves for what munin-limits has found OK behind the
+    pager's back, then the held triggers no silence covers any more; returns the silences read."""
     silences = S.load(config.silence_file, log)
+    munin = None
+    if config.munin_limits_file is not None:
+        try:
+            munin = limits.read(config.munin_limits_file)
+        except limits.Unreadable as err:
+            log.write(
+                f"fetchfleet-pager: munin-limits' state unreadable, nothing reconciled: {err}\n"
+            )
     with spool.editing_state() as state:
-        for event in events.release_held(state, silences, _now(), log):
+        now = _now()
+        # Reconciled first: a hold munin-limits has found OK is dropped, never paged.
+        decided = events.reconcile(state, munin, now, log) if munin is not None else []
+        decided += events.release_held(state, silences, now, log)
+        for event in decided:
             spool.put(event)
     return silences
 
@@ -120,7 +139,7 @@ def _now() -> datetime.datetime:
 def read_pipe(config: Config, lines: TextIO, log: TextIO) -> int:
     """munin-limits' contact: spool each message's events as it is read, then try to send."""
     spool = Spool(config.spool_dir)
-    silences = release_held(config, spool, log)
+    silences = settle(config, spool, log)
     spooled = 0
     for msg in message.parse(lines, log):
         with spool.editing_state() as state:
@@ -222,7 +241,7 @@ def main(
         if args.command is None:
             return read_pipe(config, stdin, log)
         if args.command == "flush":
-            release_held(config, Spool(config.spool_dir), log)
+            settle(config, Spool(config.spool_dir), log)
             outcome = deliver.flush(
                 Spool(config.spool_dir), _make_client(config), log, force=args.now, wait=args.wait
             )

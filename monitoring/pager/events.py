@@ -14,6 +14,11 @@ they are the same outage.
 A trigger that an active silence covers (pager/silence.py) is held, not sent: the state keeps the
 event and the silence. `release_held` sends it once no silence covers it any more, marked in its
 custom_details; an OK meanwhile resolves it (resolves are always sent) and drops the hold.
+
+munin-limits sends a field's state only when it changes by its own state file, and moves on
+whether or not its contact read the message. `reconcile` compares the open and held alerts with
+that file (pager/limits.py) and resolves those munin-limits has found OK since: an OK that never
+reached the pager would otherwise leave the alert open, and deduplicate the field's next page.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from pager import silence as S
+from pager.limits import Limits
 from pager.message import FieldState, Message
 
 SEVERITY = {"critical": "critical", "warning": "warning", "unknown": "error"}
@@ -126,6 +132,43 @@ def release_held(
         state[key] = {"action": "trigger", "severity": last["severity"], "at": now.isoformat()}
         if log is not None:
             log.write(f"fetchfleet-pager: {key}: the silence is over, paging now ({note})\n")
+    return out
+
+
+def reconcile(
+    state: dict[str, dict[str, Any]],
+    munin: Limits,
+    now: datetime.datetime,
+    log: TextIO | None = None,
+) -> list[dict[str, Any]]:
+    """Resolves for the open and held alerts munin-limits has found OK since the pager last
+    decided them: their OK never reached the pager (munin-limits sends a state only when it
+    changes, so it will not send it again). A field munin-limits did not check, or did not find
+    OK, is left as it is; nothing is ever triggered here."""
+    out = []
+    for key, last in sorted(state.items()):
+        if last.get("action") not in ("trigger", "held"):
+            continue
+        prefix, _, rest = key.partition("/")
+        where = rest.split("/")
+        if prefix != "munin" or len(where) != 3 or not munin.says_ok(*where):
+            continue
+        try:
+            # Decided after munin-limits wrote its view: that view may not know of it yet.
+            if datetime.datetime.fromisoformat(last["at"]) >= munin.written:
+                continue
+        except (KeyError, TypeError, ValueError):
+            continue
+        how = "open"
+        if last["action"] == "held":
+            how = f"held (silenced by {S.describe(last.get('silence', {}))})"
+        out.append({"event_action": "resolve", "dedup_key": key})
+        state[key] = {"action": "resolve", "at": now.isoformat()}
+        if log is not None:
+            log.write(
+                f"fetchfleet-pager: {key}: munin-limits says OK, the pager had it {how} since "
+                f"{last['at']}; resolving\n"
+            )
     return out
 
 

@@ -67,16 +67,16 @@ class Master:
         self.exits = root / "pager-exits"
         # A script, not an inline `sh -c`: munin-limits expands the command like the text, and
         # loops forever on a `$` that does not start `${...}` (2.0.73's message_expand).
-        command = root / "pager-contact"
-        command.write_text(
+        self.command = root / "pager-contact"
+        self.command.write_text(
             f"#!/bin/sh\necho start >> {self.starts}\n{sys.executable} -m pager --config {pager_config}\n"
             f"echo $? >> {self.exits}\n"
         )
-        command.chmod(0o755)
+        self.command.chmod(0o755)
         self.conf = root / "munin.conf"
         self.conf.write_text(
             f"dbdir {root}/db\nhtmldir {root}/www\nlogdir {root}/log\nrundir {root}/run\n"
-            f"contact.pagerduty.command {command}\n"
+            f"contact.pagerduty.command {self.command}\n"
             f"contact.pagerduty.text {CONTACT_TEXT}\n"
             "[lab;web1]\n    address 10.77.0.21\n[lab;mq1]\n    address 10.77.0.51\n"
         )
@@ -125,6 +125,16 @@ class Master:
         while len(self._lines(self.exits)) == runs:
             assert time.monotonic() < deadline, f"the pager did not finish: {self.root}/log"
             time.sleep(0.1)
+
+    def limits_unread(self) -> None:
+        """A run whose pager dies before it reads the pipe (as the unit's end once killed it):
+        munin-limits' state moves on all the same, and this run's messages are lost."""
+        pager = self.command.read_text()
+        self.command.write_text(f"#!/bin/sh\ncat >/dev/null\necho killed >> {self.exits}\n")
+        try:
+            self.limits()
+        finally:
+            self.command.write_text(pager)
 
     def _perl(self, argv: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
         done = subprocess.run(

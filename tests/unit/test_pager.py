@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RECORDED, ROUTING_KEY, write_pager_config
-from pager import cli, deliver, events, message
+from pager import cli, deliver, events, limits, message
 from pager.spool import Spool
 
 from fetchfleet.pagerduty_standin import StandIn
@@ -189,6 +189,70 @@ def test_unknowns_during_an_outage_of_the_same_plugin_are_not_paged() -> None:
         )
     )
     assert events.events_for(back, state, LINKS, NOW) == []  # nothing was sent, nothing to resolve
+
+
+# munin-limits' state file as the real munin-limits 2.0.73 wrote it (test_munin_limits's master,
+# after mq1's consumers came back): mq1 all OK; web1's worker, beat and oneshot CRITICAL.
+LIMITS = (RECORDED / "munin-limits" / "limits-web1-mq1.txt").read_text()
+
+
+def test_reconcile_resolves_only_what_munin_limits_found_ok_since() -> None:
+    munin = limits.Limits(limits.parse(LIMITS), written=NOW)
+    before, after = (NOW - datetime.timedelta(minutes=36)).isoformat(), NOW.isoformat()
+    held = {"action": "held", "severity": "critical", "at": before, "event": {}}
+    held["silence"] = {"reason": "fab deploy", "who": "alice@ctl"}
+    programs = "munin/web1/fetchfleet_supervisor_programs"
+    state = {
+        f"{programs}/cloudfetch_web": {"action": "trigger", "severity": "critical", "at": before},
+        "munin/mq1/fetchfleet_celery_consumers/transfers": held,
+        # munin-limits finds it CRITICAL still
+        f"{programs}/cloudfetch_worker": {
+            "action": "trigger",
+            "severity": "critical",
+            "at": before,
+        },
+        # a host, a service, a field munin-limits did not check: not its to judge
+        "munin/db1/fetchfleet_postgres_streaming/db2": {"action": "trigger", "at": before},
+        "munin/web1/fetchfleet_app_errors/server_error_percent": {
+            "action": "trigger",
+            "at": before,
+        },
+        f"{programs}/gone": {"action": "trigger", "at": before},
+        # decided when munin-limits had already written its view
+        "munin/mq1/fetchfleet_celery_up/up": {"action": "trigger", "at": after},
+        "munin/mq1/fetchfleet_celery_queue_depth/media": {"action": "suppressed", "at": before},
+        "munin/mq1/fetchfleet_celery_queue_depth/index": {"action": "resolve", "at": before},
+        "fab/ctl/123": {"action": "trigger", "at": before},
+    }
+    untouched = {k: dict(v) for k, v in state.items()}
+    log = io.StringIO()
+    decided = events.reconcile(state, munin, NOW + datetime.timedelta(seconds=5), log)
+    assert decided == [
+        {"event_action": "resolve", "dedup_key": "munin/mq1/fetchfleet_celery_consumers/transfers"},
+        {"event_action": "resolve", "dedup_key": f"{programs}/cloudfetch_web"},
+    ]
+    for key in untouched:
+        if key not in {e["dedup_key"] for e in decided}:
+            assert state[key] == untouched[key], key
+        else:
+            assert state[key]["action"] == "resolve", key
+    assert log.getvalue() == (
+        f"fetchfleet-pager: munin/mq1/fetchfleet_celery_consumers/transfers: munin-limits says OK, "
+        f"the pager had it held (silenced by fab deploy (alice@ctl)) since {before}; resolving\n"
+        f"fetchfleet-pager: {programs}/cloudfetch_web: munin-limits says OK, the pager had it "
+        f"open since {before}; resolving\n"
+    )
+
+
+def test_a_state_file_read_mid_write_says_only_what_munin_wrote() -> None:
+    """munin-limits rewrites the file in place: a line cut short is left out, never read as a
+    state (nor is a prefix of "state critical" ever "ok")."""
+    key = ("web1", "fetchfleet_supervisor_programs", "cloudfetch_web")
+    whole = "version 2.0.73\nlab;web1;fetchfleet_supervisor_programs;cloudfetch_web;state ok\n"
+    assert limits.parse(whole) == {key: frozenset({"ok"})}
+    assert limits.parse(whole[:-1]) == {} and limits.parse(whole[:-3]) == {}
+    twice = whole + "other;web1;fetchfleet_supervisor_programs;cloudfetch_web;state critical\n"
+    assert not limits.Limits(limits.parse(twice), NOW).says_ok(*key), "a host in two groups"
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
 """The pager honours silences: a trigger a silence covers is held (not sent, named in the log),
 a resolve always goes out, and a trigger still open when its silence ends is sent then, marked
 "silenced by <reason>". The silences are written by the real remote program, the events go
-through the real `pagerduty` client to the stand-in over TLS, and the last test runs Debian's
-real munin-limits through the pager's pipe (test_munin_limits's master)."""
+through the real `pagerduty` client to the stand-in over TLS, and the munin-limits tests run
+Debian's real munin-limits through the pager's pipe (test_munin_limits's master): during a
+silence, and when a repair's OK never reached the pager after the silence paged (the pager then
+resolves from munin-limits' state file, and from nothing when it cannot read that file)."""
 
 from __future__ import annotations
 
@@ -174,3 +176,88 @@ def test_a_held_outage_keeps_its_plugins_unknowns_quiet(pager: Path, standin: St
     assert standin.events == [] and log.count("not sent, held") == 1
     state = json.loads((cli.load_config(pager).spool_dir / "state.json").read_text())
     assert state[f"munin/web1/{PROGRAMS}/cloudfetch_web"]["action"] == "suppressed"
+
+
+@pytest.fixture
+def reconciling(tmp_path: Path, standin: StandIn, tls) -> tuple[Path, Master]:
+    """A pager that reads the state file of its own master (the real munin-limits)."""
+    (tmp_path / "master").mkdir()
+    config = write_pager_config(
+        tmp_path,
+        standin,
+        tls,
+        runbook_url="https://ops1/runbooks",
+        munin_url="https://ops1/munin",
+        munin_limits_file=str(tmp_path / "master" / "db" / "limits"),
+    )
+    (tmp_path / "spool").mkdir()
+    return config, Master(tmp_path / "master", config)
+
+
+QUEUES = "transfers\t0\t0\t1\nmedia\t0\t0\t1\nindex\t0\t0\t1\n"
+WORKER = f"munin/web1/{PROGRAMS}/cloudfetch_worker"
+
+
+def released_then_repaired_unread(config: Path, master: Master, tmp_path: Path) -> Path:
+    """web1's worker fails under a silence (held), the silence ends while it is down (paged,
+    marked), then it is repaired in a munin-limits run whose messages the pager never read.
+    Returns the recorded status of the failure, to fail again with."""
+    down = RECORDED / "supervisor" / "status-mixed-rc3.txt"
+    repaired = tmp_path / "status-worker-running.txt"
+    repaired.write_text(
+        down.read_text().replace(
+            "FATAL     Exited too quickly (process log may have details)",
+            "RUNNING   pid 29340, uptime 0:00:03",
+        )
+    )
+    add(config, ["web1"])
+    feed(master, tmp_path, down, QUEUES)
+    master.limits()
+    silences(config, "lift", "s-test", "0")
+    assert "the silence is over, paging now" in flush(config)
+    feed(master, tmp_path, repaired, QUEUES)
+    master.limits_unread()
+    return down
+
+
+def test_an_ok_the_pager_never_read_is_resolved_from_munin_limits_state_and_the_next_fault_pages(
+    reconciling: tuple[Path, Master], standin: StandIn, tmp_path: Path
+) -> None:
+    config, master = reconciling
+    down = released_then_repaired_unread(config, master, tmp_path)
+    [paged] = [e for e in standin.events if e["dedup_key"] == WORKER]
+    assert paged["payload"]["custom_details"]["silenced"].endswith(
+        "still CRITICAL when the silence ended"
+    )
+    sent = len(standin.events)
+    log = flush(config)  # the timer's run after munin-limits
+    # Only the worker: beat and oneshot are still CRITICAL by munin-limits, and stay open.
+    assert [(e["event_action"], e["dedup_key"]) for e in standin.events[sent:]] == [
+        ("resolve", WORKER)
+    ]
+    assert f"fetchfleet-pager: {WORKER}: munin-limits says OK, the pager had it open since " in log
+    assert "; resolving\n" in log
+    assert flush(config).endswith("sent 0, rejected 0, waiting 0\n"), "resolved once"
+
+    sent = len(standin.events)
+    feed(master, tmp_path, down, QUEUES)  # the worker fails again: a new page, not deduplicated
+    master.limits()
+    [again] = [e for e in standin.events[sent:] if e["dedup_key"] == WORKER]
+    assert (
+        again["event_action"] == "trigger" and "silenced" not in again["payload"]["custom_details"]
+    )
+
+
+def test_a_state_file_that_cannot_be_read_resolves_nothing(
+    reconciling: tuple[Path, Master], standin: StandIn, tmp_path: Path
+) -> None:
+    config, master = reconciling
+    released_then_repaired_unread(config, master, tmp_path)
+    (tmp_path / "master" / "db" / "limits").rename(tmp_path / "limits.away")
+    sent = len(standin.events)
+    log = flush(config)
+    assert standin.events[sent:] == []
+    missing = tmp_path / "master" / "db" / "limits"
+    assert f"munin-limits' state unreadable, nothing reconciled: {missing}: " in log
+    state = json.loads((cli.load_config(config).spool_dir / "state.json").read_text())
+    assert state[WORKER]["action"] == "trigger", "left open: no data is no OK"

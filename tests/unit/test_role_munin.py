@@ -255,6 +255,8 @@ def test_the_pager_config_links_to_the_served_runbooks(rendered: Path) -> None:
     assert config.events_url == "https://events.pagerduty.com" and config.ca_file is None
     assert config.links.runbook_url == "http://10.77.0.61/runbooks"
     assert config.links.munin_url == "http://10.77.0.61/munin"
+    dbdir = re.search(r"^dbdir (.*)$", (rendered / "ops1" / "munin.conf").read_text(), re.M)
+    assert config.munin_limits_file == Path(dbdir.group(1)) / "limits"  # munin-limits' state
     site = (rendered / "ops1" / "site.conf").read_text()
     assert "location /runbooks/ {\n        alias /usr/local/share/fetchfleet/runbooks/;" in site
     assert "auth_basic_user_file /etc/nginx/munin.htpasswd;" in site
