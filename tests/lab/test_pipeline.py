@@ -3,8 +3,10 @@ once, deploys to staging, smokes, deploys the same release id again and smokes; 
 deliberately broken commit (sign-up answers 500, /healthz stays 200 so the deploy's own gate
 passes) stops at staging's smoke, staging is rolled back, production is never deployed.
 
-Each run is in a fresh clone with its own `make setup`, as a Jenkins workspace would be, so the
-release is built from that clone's app/. Needs `fab deploy --release ID` (see jenkins/README.md):
+The clean run is in a fresh clone with its own `make setup`, as a new Jenkins workspace would be,
+so the release is built from that clone's app/; the broken commit lands in the same workspace, as
+the job's next build would find it (setup has nothing left to install, the build must still make a
+new release of the new commit). Needs `fab deploy --release ID` (see jenkins/README.md):
 until it exists, the pipeline refuses to start and says so.
 
     FETCHFLEET_LAB_KEEP=1 FETCHFLEET_SKIP_CONVERGE=1 pytest tests/lab/test_pipeline.py
@@ -26,21 +28,22 @@ HOSTS = D.Hosts()
 GIT = ["git", "-c", "user.email=t@lab.invalid", "-c", "user.name=test"]
 
 
-def clone(tmp: Path, broken: bool) -> Path:
+def clone(tmp: Path) -> Path:
     repo = tmp / "repo"
     subprocess.run(["git", "clone", "--quiet", "--shared", str(REPO), str(repo)], check=True)
-    if broken:
-        web = repo / "app" / "src" / "cloudfetch" / "api.py"  # the JSON API blueprint
-        text = web.read_text()
-        needle = '@api.post("/signup")\ndef signup():  # type: ignore[no-untyped-def]\n'
-        assert needle in text
-        web.write_text(
-            text.replace(needle, needle + '    return jsonify({"error": "broken"}), 500\n', 1)
-        )
-        subprocess.run(
-            [*GIT, "commit", "-qam", "test_pipeline: sign-up broken"], cwd=repo, check=True
-        )
     return repo
+
+
+def break_signup(repo: Path) -> None:
+    """Commit, in the workspace, a change that makes sign-up answer 500."""
+    web = repo / "app" / "src" / "cloudfetch" / "api.py"  # the JSON API blueprint
+    text = web.read_text()
+    needle = '@api.post("/signup")\ndef signup():  # type: ignore[no-untyped-def]\n'
+    assert needle in text
+    web.write_text(
+        text.replace(needle, needle + '    return jsonify({"error": "broken"}), 500\n', 1)
+    )
+    subprocess.run([*GIT, "commit", "-qam", "test_pipeline: sign-up broken"], cwd=repo, check=True)
 
 
 def pipeline(repo: Path) -> subprocess.CompletedProcess:
@@ -63,7 +66,7 @@ def deploys_of(release: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def good_run(lab, converged, tmp_path_factory):
-    repo = clone(tmp_path_factory.mktemp("good"), broken=False)
+    repo = clone(tmp_path_factory.mktemp("workspace"))
     proc = pipeline(repo)
     return repo, proc
 
@@ -80,12 +83,11 @@ def test_a_clean_commit_goes_through_staging_and_production_as_one_release(good_
     assert proc.stdout.count("smoke test of http://") == 2
 
 
-def test_a_broken_commit_stops_at_staging_smoke_rolls_back_and_spares_production(
-    good_run, tmp_path_factory
-):
+def test_a_broken_commit_stops_at_staging_smoke_rolls_back_and_spares_production(good_run):
+    repo, _ = good_run
     before = current()
     assert len(set(before.values())) == 1
-    repo = clone(tmp_path_factory.mktemp("broken"), broken=True)
+    break_signup(repo)
     proc = pipeline(repo)
     assert proc.returncode != 0
     release = (repo / "build" / "release.id").read_text().strip()
