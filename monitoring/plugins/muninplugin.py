@@ -290,7 +290,10 @@ def windowed_percent(
     `state[key]`, over a window that spans as many runs as it takes to count `min_total` events:
     a quiet interval keeps the last complete window's figure instead of a noisy one.
 
-    None until the first window completes (fresh state, or counters that went backwards).
+    None on the run that sets the baseline (fresh state, or counters that went backwards). While
+    the first window fills: 0 as long as no `part` event came (a quiet service has no error share;
+    an unknown would page "cannot be measured" until enough traffic came), None once one did (too
+    few events to judge the share).
     """
     saved = state.get(key) or {}
     base_part, base_total = saved.get("part"), saved.get("total")
@@ -299,6 +302,8 @@ def windowed_percent(
         state[key] = {"part": part, "total": total, "percent": None}
         return None
     if total - base_total < max(min_total, 1):
+        if last is None and part == base_part:
+            return 0.0
         return last
     percent = 100.0 * (part - base_part) / (total - base_total)
     state[key] = {"part": part, "total": total, "percent": percent}

@@ -137,6 +137,8 @@ def test_field_names_follow_munins_rules() -> None:
 def test_windowed_percent_waits_for_enough_requests() -> None:
     state: dict[str, Any] = {}
     assert M.windowed_percent(state, "k", part=0, total=100, min_total=10) is None  # baseline
+    assert M.windowed_percent(state, "k", part=0, total=100, min_total=10) == 0.0  # quiet
+    assert M.windowed_percent(state, "k", part=0, total=104, min_total=10) == 0.0  # no 5xx yet
     assert M.windowed_percent(state, "k", part=1, total=105, min_total=10) is None  # too few yet
     assert M.windowed_percent(state, "k", part=3, total=110, min_total=10) == 30.0
     assert M.windowed_percent(state, "k", part=3, total=111, min_total=10) == 30.0  # kept
