@@ -5,7 +5,10 @@ Debian's own file, the units through systemd-analyze, and the host record the re
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -152,21 +155,47 @@ def login_defs(path: Path) -> dict[str, str]:
 
 
 def test_the_role_edits_debians_login_defs_as_intended(tmp_path: Path) -> None:
+    """The role's two tasks (the probe, then lineinfile over what it says differs) on a copy of
+    Debian's login.defs, then the probe again: it must find every setting as set, or a
+    converge would rewrite login.defs every time."""
     original = Path("/etc/login.defs")
     if not original.exists():
         pytest.fail("Debian's /etc/login.defs is needed (package login)")
     copy = tmp_path / "login.defs"
     shutil.copy(original, copy)
-    task = yaml.safe_load((REPO / "roles/hardening/tasks/logins.yml").read_text())[0]
+    probe, edit_task = yaml.safe_load((REPO / "roles/hardening/tasks/logins.yml").read_text())[:2]
+    me = f"{pwd.getpwuid(os.getuid()).pw_name}:{grp.getgrgid(os.getgid()).gr_name}:644"
+    argv = probe["ansible.builtin.command"]["argv"]
+    assert "'/etc/login.defs', 'root:root:644'" in argv
+    probe["ansible.builtin.command"]["argv"] = argv.replace(
+        "'/etc/login.defs', 'root:root:644'", f"'{copy}', '{me}'"
+    )
     edit = {
-        **task["ansible.builtin.lineinfile"],
+        **edit_task["ansible.builtin.lineinfile"],
         "path": str(copy),
         "owner": None,
         "group": None,
         "mode": "0644",
     }
+    again = {
+        **probe,
+        "name": "Probe again",
+        "register": "__again",
+    }
+    keep = {
+        "name": "Keep what the second probe said",
+        "ansible.builtin.copy": {
+            "content": "{{ __hardening_login_defs_now.stdout }}\n--\n{{ __again.stdout }}\n",
+            "dest": str(tmp_path / "probes.txt"),
+            "mode": "0644",
+        },
+    }
     out = render(
-        "hardening", {}, tmp_path / "play", {}, tasks=[{**task, "ansible.builtin.lineinfile": edit}]
+        "hardening",
+        {},
+        tmp_path / "play",
+        {},
+        tasks=[probe, {**edit_task, "ansible.builtin.lineinfile": edit}, again, keep],
     )
     assert out.exists()
     values = login_defs(copy)
@@ -177,6 +206,11 @@ def test_the_role_edits_debians_login_defs_as_intended(tmp_path: Path) -> None:
     assert values["PASS_MAX_DAYS"] == "365"
     # Debian's comments stay, and each name is set once.
     assert copy.read_text().count("\nUMASK\t") == 1 and "pam_umask" in copy.read_text()
+    first, second = (tmp_path / "probes.txt").read_text().split("\n--\n")
+    assert "differs UMASK" in first.split("\n"), first  # Debian's is 022
+    assert second.split() and all(
+        line.startswith("as-set ") for line in second.split("\n") if line
+    ), second
 
 
 def test_systemd_accepts_the_units(rendered: dict[str, Path], tmp_path: Path) -> None:
