@@ -36,11 +36,11 @@ lab-free: setup
 lab-test: setup
 	pytest --durations=40 tests/lab
 
-# Everything CI runs, in order (about 60 min; a first run also builds the lab's base image).
+# Everything CI runs, in order (60–75 min; a first run also builds the lab's base image).
 test: test-intro lab-free lint unit root-test app-test lab-test
 
 test-intro:
-	@echo "make test: lint, unit, root and app tests, then the lab tests on fresh lab hosts (about 60 min)"
+	@echo "make test: lint, unit, root and app tests, then the lab tests on fresh lab hosts (60-75 min)"
 
 # Bring the lab fleet up, converge it, deploy the app (fab deploy: the one deploy path) and print its URL.
 lab: setup
@@ -51,7 +51,7 @@ lab: setup
 	@python tests/lab/labguard.py --mark
 	fab lab.status
 	fab lab.url
-	@echo "make test rebuilds this lab from fresh hosts (about 60 min); FETCHFLEET_LAB_KEEP=1 make test tests it as it is"
+	@echo "make test rebuilds this lab from fresh hosts (60-75 min); FETCHFLEET_LAB_KEEP=1 make test tests it as it is"
 
 lab-down: setup
 	fab lab.down
