@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fetchfleet import stages
 from fetchfleet.inventory import REPO, inventory_path
 
 PLAYBOOKS = REPO / "playbooks"
@@ -110,15 +111,65 @@ def run_playbook(
     extra: list[str] | None = None,
     echo: bool = True,
     profile: bool = False,
+    staged: bool = True,
 ) -> Recap:
     """Run playbooks/NAME against inventory ENV; output is streamed as it comes.
 
-    With `profile`, Recap.task_seconds says how long each task took (ansible.posix.profile_tasks).
+    A playbook made only of imports (site.yml) runs as stages (fetchfleet.stages): an imported
+    playbook starts once the earlier ones that share a host with it are done, so tiers on other
+    hosts run side by side; streamed lines then start with the playbook's name, and the recap
+    adds up the stages' (staged=False runs it as one ansible-playbook). With `profile`,
+    Recap.task_seconds says how long each task took (ansible.posix.profile_tasks).
     """
     playbook = PLAYBOOKS / name
     if not playbook.exists():
         known = ", ".join(sorted(p.name for p in PLAYBOOKS.glob("*.yml")))
         raise PlaybookError(f"no playbook {name!r} in playbooks/ (known: {known})")
+    plan = stages.plan(playbook, stages.ansible_hosts_of(inventory_path(env))) if staged else None
+    if not plan or len(plan) < 2:
+        return _run_one(playbook, env, limit, extra, echo, profile)
+    t0 = time.monotonic()
+    results = stages.run(
+        plan,
+        lambda stage: _run_one(
+            PLAYBOOKS / stage.playbook, env, limit, extra, echo, profile, f"[{stage.playbook}] "
+        ),
+        lambda recap: recap.returncode == 0,
+    )
+    return _combined(plan, results, time.monotonic() - t0)
+
+
+def _combined(plan: list[stages.Stage], results: list[Recap | None], seconds: float) -> Recap:
+    """One recap for a staged run: counts and task seconds added up per host and task, the
+    outputs one after the other in site order, and the playbooks that never ran named."""
+    hosts: dict[str, dict[str, int]] = {}
+    task_seconds: dict[str, float] = {}
+    outputs = []
+    for stage, recap in zip(plan, results, strict=True):
+        if recap is None:
+            outputs.append(f"NOT RUN [{stage.playbook}]: an earlier stage failed\n")
+            continue
+        outputs.append(recap.output)
+        for host, counts in recap.hosts.items():
+            mine = hosts.setdefault(host, {})
+            for key, value in counts.items():
+                mine[key] = mine.get(key, 0) + value
+        for task, took in recap.task_seconds.items():
+            task_seconds[task] = task_seconds.get(task, 0.0) + took
+    codes = [r.returncode for r in results if r is not None]
+    returncode = max(codes, default=1) if None not in results else max([1, *codes])
+    return Recap(hosts, seconds, returncode, "".join(outputs), task_seconds)
+
+
+def _run_one(
+    playbook: Path,
+    env: str,
+    limit: str | None,
+    extra: list[str] | None,
+    echo: bool,
+    profile: bool,
+    prefix: str = "",
+) -> Recap:
     argv = [_tool("ansible-playbook"), "-i", str(inventory_path(env)), str(playbook)]
     if limit:
         argv += ["--limit", limit]
@@ -138,7 +189,7 @@ def run_playbook(
     for line in proc.stdout:
         lines.append(line)
         if echo:
-            sys.stdout.write(line)
+            sys.stdout.write(prefix + line)
             sys.stdout.flush()
     returncode = proc.wait()
     output = "".join(lines)
