@@ -115,3 +115,20 @@ def test_recap_is_read_per_host():
     assert hosts["b1"] == {
         "ok": 3, "changed": 2, "unreachable": 1, "failed": 1, "skipped": 0, "rescued": 0, "ignored": 0,
     }  # fmt: skip
+
+
+def test_hosts_take_the_machines_registry_settings_and_none_of_its_docker_image_savers():
+    from fetchfleet.lab.image import _reaches_the_registry
+
+    registry = 'Acquire::Check-Valid-Until "false";\nAcquire::Check-Date "false";\n'
+    proxy = '// the office proxy\nAcquire::http::Proxy "http://10.0.0.1:3142";\n'
+    assert _reaches_the_registry("99artifact-registry", registry)
+    assert _reaches_the_registry("30proxy", proxy)
+    # Debian's Docker image: no binary cache (every apt run re-reads the lists), compressed lists.
+    clean = 'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n'
+    assert not _reaches_the_registry("docker-clean", clean)
+    assert not _reaches_the_registry("docker-gzip-indexes", 'Acquire::GzipIndexes "true";\n')
+    # The machine's desktop hooks, and a file mixing fetch settings with anything else.
+    assert not _reaches_the_registry("20packagekit", 'APT::Update::Pre-Invoke {"true";};\n')
+    assert not _reaches_the_registry("50mixed", registry + 'APT::Install-Recommends "0";\n')
+    assert not _reaches_the_registry("empty", "# nothing\n")
