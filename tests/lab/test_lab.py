@@ -129,3 +129,19 @@ def test_a_host_that_does_not_come_up_in_time_is_named(lab):
         L.up(impatient, [FAULTY])
     L.up(lab, [FAULTY])  # still booting: up waits for it instead of starting another
     assert ssh_works(lab, FAULTY)
+
+
+def test_a_command_that_exits_without_reading_its_input_reports_its_own_status(lab):
+    """The deploy lock's `set -C; cat > LOCK` refuses at once when the lock exists; its stdin
+    may still be on its way. 8 MB cannot all be sent before `exit 3` closes the channel."""
+    from fetchfleet import remote
+    from fetchfleet.inventory import load_fleet
+
+    runner = remote.connect(load_fleet("lab").host("web1"))
+    done = runner.run("exit 3", stdin="x" * (8 << 20), check=False)
+    assert done.returncode == 3
+    lock = "/tmp/fetchfleet-test-noclobber"
+    runner.run(f"rm -f {lock}; echo held > {lock}")
+    refused = runner.run(f"set -C; cat > {lock}", stdin="y" * (8 << 20), check=False)
+    assert refused.returncode != 0 and "cannot overwrite" in refused.stderr
+    assert runner.run(f"cat {lock}; rm {lock}").stdout == "held\n"
