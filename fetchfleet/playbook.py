@@ -125,9 +125,13 @@ def run_playbook(
     if not playbook.exists():
         known = ", ".join(sorted(p.name for p in PLAYBOOKS.glob("*.yml")))
         raise PlaybookError(f"no playbook {name!r} in playbooks/ (known: {known})")
-    plan = stages.plan(playbook, stages.ansible_hosts_of(inventory_path(env))) if staged else None
+    hosts_of = stages.ansible_hosts_of(inventory_path(env))
+    plan = stages.plan(playbook, hosts_of) if staged else None
+    if plan and limit:
+        plan = stages.within(plan, hosts_of(limit))
     if not plan or len(plan) < 2:
-        return _run_one(playbook, env, limit, extra, echo, profile)
+        only = PLAYBOOKS / plan[0].playbook if plan else playbook
+        return _run_one(only, env, limit, extra, echo, profile)
     t0 = time.monotonic()
     results = stages.run(
         plan,

@@ -75,6 +75,17 @@ def plan(path: Path, hosts_of: HostsOf) -> list[Stage] | None:
     return stages
 
 
+def within(plan: Sequence[Stage], hosts: frozenset[str]) -> list[Stage]:
+    """The stages that touch any of HOSTS (a `--limit`), each waiting for the kept ones it
+    waited for: a stage with no host in the limit would start ansible-playbook for nothing."""
+    kept = [i for i, stage in enumerate(plan) if stage.hosts & hosts]
+    index = {old: new for new, old in enumerate(kept)}
+    return [
+        Stage(plan[i].playbook, plan[i].hosts, tuple(index[j] for j in plan[i].after if j in index))
+        for i in kept
+    ]
+
+
 def ansible_hosts_of(inventory: Path) -> HostsOf:
     """Resolve host patterns as ansible-playbook does; a pattern it cannot resolve here (a
     template, or anything that raises) means every host."""

@@ -136,3 +136,20 @@ def test_an_exception_in_a_stage_reaches_the_caller():
 
     with pytest.raises(RuntimeError, match="not found"):
         stages.run(_plan(), run_one, lambda r: r == "ok")
+
+
+def test_a_limit_keeps_only_the_stages_that_touch_its_hosts_in_their_order():
+    hosts_of = stages.ansible_hosts_of(inventory_path("lab"))
+    plan = stages.plan(PLAYBOOKS / "site.yml", hosts_of)
+    assert plan is not None
+    kept = stages.within(plan, hosts_of("loadbalancers"))
+    assert [s.playbook for s in kept] == ["common.yml", "logs.yml", "web.yml", "monitoring.yml"]
+    assert [s.after for s in kept] == [(), (0,), (0, 1), (0, 1, 2)]
+    db = stages.within(plan, hosts_of("db2"))
+    assert [s.playbook for s in db] == [
+        "common.yml",
+        "logs.yml",
+        "postgresql.yml",
+        "monitoring.yml",
+    ]
+    assert stages.within(plan, frozenset()) == []
