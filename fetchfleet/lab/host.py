@@ -174,8 +174,11 @@ def _ssh_ready(lab: Lab, host: LabHost) -> bool:
 # caller runs it again, until the boot timeout). Under load, nspawn hosts sometimes lose the
 # race for a unit's cgroup ("Failed at step CGROUP", status 219): seen on systemd-user-sessions
 # (which then leaves /run/nologin, so the admin users cannot log in) and on
-# systemd-networkd-wait-online.
+# systemd-networkd-wait-online. network-online.target is reached here, as part of the boot: a
+# minbase host has no unit that wants it, so the first service that does (journal-upload) would
+# start wait-online mid-converge, where a lost race leaves the host degraded for good.
 _BOOT_SETTLED = """
+timeout 30 systemctl start network-online.target >/dev/null 2>&1
 timeout 30 systemctl is-system-running --wait >/dev/null 2>&1
 failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}')
 if [ -n "$failed" ]; then

@@ -54,6 +54,9 @@ def test_every_host_finished_booting_and_admits_users(lab):
         assert sessions.stdout.strip() == "active", (host.name, sessions.stdout)
         nologin = L.run_on(lab, host.name, "test -e /run/nologin", check=False)
         assert nologin.returncode != 0, f"{host.name}: /run/nologin is left"
+        # Reached at boot (wait_until_up), not first by a service that a converge starts.
+        online = L.run_on(lab, host.name, "systemctl is-active network-online.target", check=False)
+        assert online.stdout.strip() == "active", (host.name, online.stdout)
 
 
 def test_hosts_reach_each_other_by_name_and_the_registry(lab):
