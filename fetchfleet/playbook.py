@@ -35,6 +35,36 @@ class PlaybookError(Exception):
     pass
 
 
+def ansible_environ(profile: bool = False) -> dict[str, str]:
+    """The environment every ansible-playbook of the suite runs in: the repository's
+    ansible.cfg, and Mitogen's strategy (mitogen_linear), which keeps one Python per host for
+    the whole play instead of starting an interpreter and uploading a module for every task; the
+    lab's no-op converge of site.yml takes about half the time with it (README, "Converge").
+    FETCHFLEET_MITOGEN=0 runs Ansible's own linear strategy instead (to tell apart a fault of
+    Mitogen's from one of a role's)."""
+    environ = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        **(_PROFILE_ENV if profile else {}),
+    }
+    if os.environ.get("FETCHFLEET_MITOGEN", "1") != "0":
+        environ |= {"ANSIBLE_STRATEGY_PLUGINS": str(_mitogen_strategies()),
+                    "ANSIBLE_STRATEGY": "mitogen_linear"}  # fmt: skip
+    return environ
+
+
+def _mitogen_strategies() -> Path:
+    try:
+        import ansible_mitogen
+    except ImportError:
+        raise PlaybookError(
+            "mitogen is missing from this Python (requirements/control.in pins it): run "
+            "`make setup`, or FETCHFLEET_MITOGEN=0 for Ansible's own strategy"
+        ) from None
+    return Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+
+
 @dataclass(frozen=True)
 class Recap:
     """Per host: ok, changed, unreachable, failed, skipped, rescued, ignored."""
@@ -178,15 +208,14 @@ def _run_one(
     if limit:
         argv += ["--limit", limit]
     argv += extra or []
-    environ = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_FORCE_COLOR": "0",
-        **(_PROFILE_ENV if profile else {}),
-    }
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        argv, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv,
+        cwd=REPO,
+        env=ansible_environ(profile),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     lines = []

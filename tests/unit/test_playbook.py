@@ -7,7 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fetchfleet.playbook import _PROFILE_ENV, parse_changes, parse_recap, parse_task_seconds
+from fetchfleet.playbook import (
+    _PROFILE_ENV,
+    ansible_environ,
+    parse_changes,
+    parse_recap,
+    parse_task_seconds,
+)
 
 PLAY = """\
 - name: Two timed tasks
@@ -26,10 +32,11 @@ PLAY = """\
 """
 
 
-def run(tmp_path: Path, profile: bool) -> str:
+def run(tmp_path: Path, profile: bool, env: dict[str, str] | None = None) -> str:
     playbook = tmp_path / "play.yml"
     playbook.write_text(PLAY)
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", **(_PROFILE_ENV if profile else {})}
+    if env is None:
+        env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", **(_PROFILE_ENV if profile else {})}
     tool = Path(sys.executable).parent / "ansible-playbook"
     interpreter = f"ansible_python_interpreter={sys.executable}"
     proc = subprocess.run(
@@ -120,3 +127,29 @@ def test_check_mode_changes_name_each_host_and_task(tmp_path: Path) -> None:
     assert parse_recap(proc.stdout)["localhost"]["changed"] == 3
     assert (files / "edited").read_text() == "edited by hand\n"
     assert not (files / "a").exists()
+
+
+def test_the_suites_environment_runs_a_real_play_with_mitogens_strategy(tmp_path: Path) -> None:
+    environ = ansible_environ(profile=True)
+    assert environ["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert (Path(environ["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
+    config = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-config"), "dump", "--only-changed"],
+        env=environ, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "DEFAULT_STRATEGY(env: ANSIBLE_STRATEGY) = mitogen_linear" in config
+    # Ansible refuses a strategy it cannot load ("Invalid play strategy specified"): this play
+    # only passes when Mitogen's plugin is found and runs its tasks.
+    output = run(tmp_path, profile=True, env=environ)
+    assert parse_recap(output)["localhost"]["ok"] == 3
+    assert list(parse_task_seconds(output)) == [
+        "Sleep a little - with a dash in the name",
+        "Say hi",
+    ]
+
+
+def test_fetchfleet_mitogen_0_leaves_ansibles_own_strategy(monkeypatch) -> None:
+    monkeypatch.delenv("ANSIBLE_STRATEGY", raising=False)
+    monkeypatch.setenv("FETCHFLEET_MITOGEN", "0")
+    assert "ANSIBLE_STRATEGY" not in ansible_environ()
+    assert ansible_environ()["ANSIBLE_CONFIG"].endswith("ansible.cfg")
